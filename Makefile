@@ -1,0 +1,64 @@
+# edujobs: `make run` runs the system, `make test` passes the tests. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+THREADS ?= 8
+PROCESSES ?= 2
+
+.PHONY: run worker scheduler test test-unit lint format bench check clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: migrate the database, check RabbitMQ, declare the queues, then run the workers, the scheduler
+## and the HTTP API (with the operators' page) in the foreground; Ctrl-C stops all three
+run: $(STAMP)
+	@$(BIN)/edujobs check || exit 1
+	$(BIN)/edujobs db upgrade
+	$(BIN)/edujobs queues declare
+	@trap 'kill $$(jobs -p) 2>/dev/null; wait' EXIT; \
+	$(BIN)/edujobs scheduler & \
+	$(BIN)/edujobs api & \
+	$(BIN)/dramatiq actors --processes $(PROCESSES) --threads $(THREADS)
+
+## scheduler: the scheduler alone (enqueues the crontab's and run-time schedules' fires)
+scheduler: $(STAMP)
+	$(BIN)/edujobs scheduler
+
+## worker: start the workers only (QUEUES="media" for one pool)
+worker: $(STAMP)
+	@$(BIN)/edujobs check || exit 1
+	$(BIN)/dramatiq actors --processes $(PROCESSES) --threads $(THREADS) $(if $(QUEUES),--queues $(QUEUES))
+
+## test: every test (unit, integration on the real services, end to end with worker subprocesses)
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+## lint: ruff (lint + format check) and mypy --strict
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## bench: side-by-side benchmarks against plain Dramatiq, raw pika and the ffmpeg CLI (tables + var/bench/*.json)
+bench: $(STAMP)
+	$(BIN)/python -m bench
+	$(BIN)/python -m bench.media
+	$(BIN)/python -m bench.notifications
+
+check: $(STAMP)
+	$(BIN)/edujobs check
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

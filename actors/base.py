@@ -1,0 +1,131 @@
+"""The edujobs actor decorator: Dramatiq's, with queue and priority taken from ``contracts``.
+
+``@actor("notifications.send_email", time_limit=..., max_backoff=...)`` declares a Dramatiq actor
+whose queue and default priority come from the registered contract, so that producers (which only
+import ``contracts``) and workers always agree. Permanent errors are never retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from contracts.errors import PermanentError
+from contracts.priorities import broker_priority
+from contracts.registry import get_contract
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def actor(
+    name: str, *, time_limit: int, max_backoff: int, max_retries: int = 5, **options: Any
+) -> Callable[[F], dramatiq.Actor[Any, Any]]:
+    """Declare an actor named ``name`` (``<domain>.<verb>_<noun>``) on its contract's queue."""
+    contract = get_contract(name)
+
+    def decorator(fn: F) -> dramatiq.Actor[Any, Any]:
+        return dramatiq.actor(  # type: ignore[no-any-return,call-overload]
+            fn,
+            actor_name=name,
+            queue_name=contract.queue,
+            time_limit=time_limit,
+            max_backoff=max_backoff,
+            max_retries=max_retries,
+            throws=(PermanentError,),
+            broker_priority=broker_priority(contract.priority),
+            **options,
+        )
+
+    return decorator
+
+
+def current_message_id() -> str:
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        raise RuntimeError("no current message: call this from inside an actor")
+    return str(message.message_id)
+
+
+def current_idempotency_key() -> str:
+    """The message's idempotency key if the sender gave one, else its id (stable across attempts)."""
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        raise RuntimeError("no current message: call this from inside an actor")
+    key = message.options.get("idempotency_key")
+    return str(key) if key else f"msg:{message.message_id}"
+
+
+def enqueue(
+    actor_name: str,
+    payload: dict[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    priority: str | None = None,
+    delay: float | None = None,
+) -> str:
+    """Send a message to another actor from inside a worker; return its message id.
+
+    It goes through the worker's own broker, so the ``Signatures`` middleware signs it and
+    publisher confirms cover it. The payload is validated against the actor's contract first (a
+    ``ContractError`` is a bug of the sender: permanent). With an ``idempotency_key`` the message id
+    is derived from it, as ``brokers.client`` does, and the receiving actor performs its side effect
+    once per key, so a rerun of the sender sends nothing twice.
+    """
+    from brokers.client import message_id_for
+
+    contract = get_contract(actor_name)
+    kwargs = contract.validate(payload)
+    name = priority or contract.priority
+    options: dict[str, Any] = {"broker_priority": broker_priority(name), "priority_name": name}
+    if idempotency_key is not None:
+        options["idempotency_key"] = idempotency_key
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=contract.queue,
+        actor_name=actor_name,
+        args=(),
+        kwargs=kwargs,
+        options=options,
+        message_id=message_id_for(actor_name, idempotency_key),
+    )
+    delay_ms = None if delay is None else max(0, int(delay * 1000))
+    dramatiq.get_broker().enqueue(message, delay=delay_ms)
+    return message.message_id
+
+
+def notify(user_id: int, template: str, context: dict[str, Any], key: str) -> None:
+    """Enqueue ``notifications.notify_user`` once per ``key`` (its idempotency key and message id):
+    a job that runs twice notifies once."""
+    enqueue(
+        "notifications.notify_user",
+        {"user_id": user_id, "template": template, "context": context, "idempotency_key": key},
+        idempotency_key=key,
+    )
+
+
+_last_progress: dict[str, tuple[float, int]] = {}
+
+
+def report_progress(percent: float) -> None:
+    """Record the current job's progress (0-100) in the job store, at most twice a second.
+
+    Long actors (video transcoding, reports) call this as they go; ``edujobs jobs show ID`` and the
+    HTTP API read it back.
+    """
+    import time
+
+    from store.db import get_engine
+    from store.jobs import JobStore
+
+    message_id = current_message_id()
+    value = max(0, min(100, int(percent)))
+    now = time.monotonic()
+    last = _last_progress.get(message_id)
+    if last is not None and value != 100 and (now - last[0] < 0.5 or value == last[1]):
+        return
+    _last_progress[message_id] = (now, value)
+    if len(_last_progress) > 10_000:
+        _last_progress.clear()
+    JobStore(get_engine()).set_progress(message_id, value)

@@ -1,0 +1,234 @@
+"""The maintenance jobs' work: cleanup, database backups, archival of old rows to storage."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Table, delete, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from contracts.errors import PermanentError, TransientError
+from store.models import AccessLog, Delivery, JobRecord, Report
+from store.models_notifications import DigestEvent
+from store.models_schedules import ScheduleFire
+from store.storage import ObjectNotFoundError, Storage
+
+logger = logging.getLogger(__name__)
+
+BACKUP_PREFIX = "backups/"
+ARCHIVE_PREFIX = "archive/"
+FINISHED_JOB_STATES = ("succeeded", "dead", "cancelled")
+
+
+class BackupError(TransientError):
+    """Raised when a backup program fails (retried: the database may be busy or restarting)."""
+
+
+def run_cleanup(
+    engine: Engine,
+    storage: Storage,
+    *,
+    job_days: int = 30,
+    delivery_days: int = 90,
+    event_days: int = 30,
+    fire_days: int = 180,
+    now: datetime | None = None,
+) -> dict[str, int]:
+    """Delete what has outlived its use; returns how many rows (and report files) went."""
+    at = now or datetime.now(UTC)
+    counts: dict[str, int] = {}
+    with engine.begin() as connection:
+        counts["job_records"] = connection.execute(
+            delete(JobRecord).where(
+                JobRecord.state.in_(FINISHED_JOB_STATES), JobRecord.updated_at < at - timedelta(days=job_days)
+            )
+        ).rowcount
+        counts["deliveries"] = connection.execute(
+            delete(Delivery).where(
+                Delivery.status != "pending",
+                Delivery.completed_at < at - timedelta(days=delivery_days),
+            )
+        ).rowcount
+        counts["digest_events"] = connection.execute(
+            delete(DigestEvent).where(
+                DigestEvent.digested_at.is_not(None),
+                DigestEvent.digested_at < at - timedelta(days=event_days),
+            )
+        ).rowcount
+        counts["schedule_fires"] = connection.execute(
+            delete(ScheduleFire).where(ScheduleFire.fire_time < at - timedelta(days=fire_days))
+        ).rowcount
+    counts["expired_reports"] = 0
+    with Session(engine) as session:
+        expired = session.scalars(
+            select(Report).where(Report.status == "ready", Report.expires_at < at)
+        ).all()
+        for report in expired:
+            key = storage_key(report.storage_uri)
+            if key is not None:
+                with contextlib.suppress(ObjectNotFoundError):  # deleted already
+                    storage.delete(key)
+            report.status = "expired"
+            report.storage_uri = None
+            counts["expired_reports"] += 1
+        session.commit()
+    return counts
+
+
+def storage_key(uri: str | None) -> str | None:
+    """The storage key in a report's ``storage_uri`` (``.../reports/...``)."""
+    if not uri or "reports/" not in uri:
+        return None
+    return uri[uri.index("reports/") :]
+
+
+# -- backups ------------------------------------------------------------------------------------------
+
+
+def backup_database(
+    engine: Engine,
+    storage: Storage,
+    *,
+    keep_days: int = 30,
+    now: datetime | None = None,
+    run: Callable[..., subprocess.CompletedProcess[bytes]] = subprocess.run,
+) -> dict[str, Any]:
+    """Back the database up into ``backups/<UTC date>/``; delete backups older than ``keep_days``."""
+    at = now or datetime.now(UTC)
+    url = engine.url
+    with tempfile.TemporaryDirectory(prefix="edujobs-backup-") as work:
+        if url.get_backend_name() == "sqlite":
+            path = Path(work) / "edujobs.sqlite3"
+            _sqlite_backup(str(url.database), path)
+        elif url.get_backend_name() == "postgresql":
+            path = Path(work) / "edujobs.dump"
+            _pg_dump(url.render_as_string(hide_password=False), path, run)
+        else:
+            raise PermanentError(f"cannot back up a {url.get_backend_name()} database")
+        stem = Path(str(url.database or "db")).stem
+        key = f"{BACKUP_PREFIX}{at:%Y-%m-%d}/{stem}-{at:%H%M%S}{path.suffix}"
+        stored = storage.put_file(key, path)
+    pruned = prune_backups(storage, keep_days=keep_days, now=at)
+    logger.info("Backed the database up to %s (%d bytes); pruned %d old backups.", key, stored.size, pruned)
+    return {"key": key, "bytes": stored.size, "pruned": pruned}
+
+
+def _sqlite_backup(database: str, target: Path) -> None:
+    # SQLite's online backup: a consistent copy while workers keep writing.
+    source = sqlite3.connect(database)
+    try:
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy)
+        finally:
+            copy.close()
+    finally:
+        source.close()
+
+
+def _pg_dump(url: str, target: Path, run: Callable[..., subprocess.CompletedProcess[bytes]]) -> None:
+    parsed = make_url(url)
+    env = {
+        **os.environ,
+        "PGHOST": parsed.host or "localhost",
+        "PGPORT": str(parsed.port or 5432),
+        "PGUSER": parsed.username or "",
+        "PGDATABASE": parsed.database or "",
+    }
+    if parsed.password:
+        env["PGPASSWORD"] = str(parsed.password)  # never on the command line, where ps would show it
+    try:
+        done = run(
+            ["pg_dump", "--format=custom", "--no-owner", f"--file={target}"],
+            env=env,
+            capture_output=True,
+            timeout=3600,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise PermanentError("pg_dump is not installed (Debian: postgresql-client)") from None
+    except subprocess.TimeoutExpired:
+        raise BackupError("pg_dump did not finish within an hour") from None
+    if done.returncode != 0:
+        raise BackupError(
+            f"pg_dump failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}"
+        )
+
+
+def prune_backups(storage: Storage, *, keep_days: int, now: datetime) -> int:
+    """Delete backups whose date folder is older than ``keep_days``; return how many files went."""
+    cutoff = (now - timedelta(days=keep_days)).date().isoformat()
+    pruned = 0
+    for key in storage.list(BACKUP_PREFIX):
+        day = key[len(BACKUP_PREFIX) :].split("/", 1)[0]
+        if len(day) == 10 and day < cutoff:
+            storage.delete(key)
+            pruned += 1
+    return pruned
+
+
+# -- archival -----------------------------------------------------------------------------------------
+
+ARCHIVED: tuple[tuple[str, Any, Callable[[datetime], Any]], ...] = (
+    ("access_logs", AccessLog, lambda cutoff: AccessLog.at < cutoff),
+    (
+        "job_records",
+        JobRecord,
+        lambda cutoff: (JobRecord.updated_at < cutoff) & JobRecord.state.in_(FINISHED_JOB_STATES),
+    ),
+    (
+        "deliveries",
+        Delivery,
+        lambda cutoff: (Delivery.completed_at < cutoff) & (Delivery.status != "pending"),
+    ),
+)
+
+
+def archive_old_data(
+    engine: Engine, storage: Storage, *, days: int = 365, batch_size: int = 5000, now: datetime | None = None
+) -> dict[str, Any]:
+    """Copy each table's rows older than ``days`` to ``archive/<table>/<date>/<table>-<n>.jsonl.gz``,
+    then delete exactly those rows, batch by batch: a batch is deleted only once its file is stored,
+    so a crash loses nothing (at worst a batch is archived twice)."""
+    at = now or datetime.now(UTC)
+    cutoff = at - timedelta(days=days)
+    result: dict[str, Any] = {"cutoff": cutoff.isoformat(), "files": []}
+    for name, model, older in ARCHIVED:
+        table: Table = model.__table__
+        key_column = next(iter(table.primary_key.columns))
+        moved = 0
+        part = 0
+        while True:
+            with engine.connect() as connection:
+                rows = (
+                    connection.execute(
+                        select(table).where(older(cutoff)).order_by(key_column).limit(batch_size)
+                    )
+                    .mappings()
+                    .all()
+                )
+            if not rows:
+                break
+            part += 1
+            lines = b"".join(json.dumps(dict(row), default=str).encode() + b"\n" for row in rows)
+            key = f"{ARCHIVE_PREFIX}{name}/{at:%Y-%m-%d}/{name}-{at:%H%M%S}-{part:05d}.jsonl.gz"
+            storage.put_bytes(key, gzip.compress(lines), content_type="application/gzip")
+            ids = [row[key_column.name] for row in rows]
+            with engine.begin() as connection:
+                connection.execute(delete(table).where(key_column.in_(ids)))
+            moved += len(rows)
+            result["files"].append(key)
+        result[name] = moved
+    return result

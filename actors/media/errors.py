@@ -1,0 +1,38 @@
+"""Errors of the media domain (see ``contracts.errors`` for the whole tree)::
+
+    PermanentError
+    ├── InvalidMediaError        the source is not usable: not a video / image, no video stream,
+    │                            corrupt, truncated, too long, a decompression bomb
+    ├── AssetError               the asset row is missing or of the other kind
+    └── ProcessingCancelledError the job was cancelled while it ran (the actor acks it)
+    TransientError
+    ├── FFmpegTimeoutError       ffmpeg outlived the job's time limit and was killed
+    └── FFmpegFailedError        ffmpeg died of a signal or ran out of disk; may pass next time
+
+An ffmpeg run that fails on data it was able to probe is an ``InvalidMediaError``: the source is
+broken in a way that retrying cannot fix.
+"""
+
+from __future__ import annotations
+
+from contracts.errors import PermanentError, TransientError
+
+
+class InvalidMediaError(PermanentError):
+    """Raised when a source file cannot be processed: its message names the problem."""
+
+
+class AssetError(PermanentError):
+    """Raised when the media asset does not exist or is not of the kind the actor processes."""
+
+
+class ProcessingCancelledError(PermanentError):
+    """Raised when the job was cancelled (job state ``cancelled``) while it was running."""
+
+
+class FFmpegTimeoutError(TransientError):
+    """Raised when ffmpeg or ffprobe ran past its deadline and was killed."""
+
+
+class FFmpegFailedError(TransientError):
+    """Raised when ffmpeg failed for a reason outside the source (killed, disk full)."""

@@ -1,0 +1,183 @@
+"""SendGrid adapter: the real ``sendgrid`` client, with a timeout, its errors translated.
+
+429 and 5xx, timeouts and connection errors become ``TransientError`` subclasses (429 carries the
+provider's Retry-After); other 4xx become ``ProviderRejectedError`` (permanent).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import urllib.error
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+
+from contracts.errors import ProviderRejectedError, ProviderUnavailableError, RateLimitedError
+from middleware.breaker_storage import guard
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    mime_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Email:
+    to: str
+    subject: str
+    html: str
+    text: str
+    to_name: str | None = None
+    categories: Sequence[str] = ()
+    custom_args: Mapping[str, str] = field(default_factory=dict)
+    attachments: Sequence[Attachment] = ()
+
+
+#: SendGrid's limit of personalizations (recipients, here) in one mail/send request.
+MAX_PERSONALIZATIONS = 1000
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    name: str | None = None
+    substitutions: Mapping[str, str] = field(default_factory=dict)
+
+
+class SendGridMailer:
+    """Sends emails through SendGrid's v3 mail/send endpoint."""
+
+    def __init__(
+        self, *, api_key: str, host: str, timeout: float, from_email: str, from_name: str | None = None
+    ) -> None:
+        self.client = SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
+        self.client.client.timeout = timeout
+        self.from_email = from_email
+        self.from_name = from_name
+
+    def body(self, email: Email) -> dict[str, Any]:
+        """The request body of ``POST /v3/mail/send`` for one email."""
+        to: dict[str, str] = {"email": email.to}
+        if email.to_name:
+            to["name"] = email.to_name
+        sender: dict[str, str] = {"email": self.from_email}
+        if self.from_name:
+            sender["name"] = self.from_name
+        body: dict[str, Any] = {
+            "personalizations": [{"to": [to]}],
+            "from": sender,
+            "subject": email.subject,
+            "content": [
+                {"type": "text/plain", "value": email.text},
+                {"type": "text/html", "value": email.html},
+            ],
+        }
+        if email.categories:
+            body["categories"] = list(email.categories)[:10]
+        if email.custom_args:
+            body["custom_args"] = {k: str(v) for k, v in email.custom_args.items()}
+        if email.attachments:
+            body["attachments"] = [
+                {
+                    "content": base64.b64encode(a.content).decode(),
+                    "filename": a.filename,
+                    "type": a.mime_type,
+                    "disposition": "attachment",
+                }
+                for a in email.attachments
+            ]
+        return body
+
+    def bulk_body(
+        self,
+        recipients: Sequence[Recipient],
+        *,
+        subject: str,
+        text: str,
+        html: str,
+        categories: Sequence[str] = (),
+        custom_args: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One ``POST /v3/mail/send`` body for up to ``MAX_PERSONALIZATIONS`` recipients: one
+        personalization each (nobody sees the others' addresses), with its own substitutions."""
+        if not 0 < len(recipients) <= MAX_PERSONALIZATIONS:
+            raise ValueError(
+                f"a bulk request takes 1 to {MAX_PERSONALIZATIONS} recipients, not {len(recipients)}"
+            )
+        template = self.body(Email(to=recipients[0].email, subject=subject, html=html, text=text,
+                                   categories=categories, custom_args=custom_args or {}))  # fmt: skip
+        personalizations = []
+        for recipient in recipients:
+            to: dict[str, str] = {"email": recipient.email}
+            if recipient.name:
+                to["name"] = recipient.name
+            personalization: dict[str, Any] = {"to": [to]}
+            if recipient.substitutions:
+                personalization["substitutions"] = dict(recipient.substitutions)
+            personalizations.append(personalization)
+        template["personalizations"] = personalizations
+        return template
+
+    def send(self, email: Email) -> str | None:
+        """Send one email; return SendGrid's message id (``X-Message-Id``) when it gives one."""
+        return self.post(self.body(email))
+
+    def post(self, body: dict[str, Any]) -> str | None:
+        # The guard counts 5xx, timeouts and connection errors against SendGrid's circuit breaker
+        # and refuses the call (CircuitOpenError) while it is open.
+        with guard("sendgrid"):
+            return self._post(body)
+
+    def _post(self, body: dict[str, Any]) -> str | None:
+        try:
+            response = self.client.send(body)
+        except HTTPError as e:
+            raise translate_http_error(e) from None
+        except TimeoutError as e:
+            raise ProviderUnavailableError(f"SendGrid did not answer in time: {e}") from None
+        except (urllib.error.URLError, ConnectionError, OSError) as e:
+            raise ProviderUnavailableError(f"SendGrid unreachable: {e}") from None
+        headers = getattr(response, "headers", None) or {}
+        message_id = headers.get("X-Message-Id") if hasattr(headers, "get") else None
+        return str(message_id) if message_id else None
+
+
+def translate_http_error(error: HTTPError) -> Exception:
+    status = int(getattr(error, "status_code", 0) or 0)
+    detail = _error_detail(error)
+    if status == 429:
+        return RateLimitedError(
+            f"SendGrid rate limit (429): {detail}", retry_after=_retry_after(getattr(error, "headers", None))
+        )
+    if status >= 500 or status in (0, 408):
+        return ProviderUnavailableError(f"SendGrid error {status}: {detail}")
+    return ProviderRejectedError(f"SendGrid refused the email ({status}): {detail}")
+
+
+def _error_detail(error: HTTPError) -> str:
+    try:
+        errors = error.to_dict.get("errors") or []
+        messages = [str(item.get("message", "")) for item in errors if isinstance(item, dict)]
+        if messages:
+            return "; ".join(messages)[:500]
+    except Exception:
+        pass
+    return str(getattr(error, "reason", "") or "no detail")
+
+
+def _retry_after(headers: Any) -> float | None:
+    if headers is None or not hasattr(headers, "get"):
+        return None
+    value = headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,310 @@
+"""The logic of notifications, free of dramatiq: find the recipient, render, send once.
+
+Every delivery goes through the ledger (``store.ledger``): a redelivered, retried or requeued message
+finds its key already ``sent`` and sends nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from actors.notifications.errors import AttachmentTooLargeError, ChannelNotConfiguredError, OptedOutError
+from actors.notifications.providers.fcm import DeadTokenError, FcmSender, Push
+from actors.notifications.providers.sendgrid import Attachment, Email, SendGridMailer
+from actors.notifications.providers.twilio import Sms, TwilioSender
+from actors.notifications.templates import render_email, render_push, render_sms
+from brokers.settings import Settings, get_settings
+from contracts.errors import ConfigurationError, RecipientError
+from store.db import get_engine
+from store.ledger import Ledger
+from store.models import User
+from store.once import perform_once
+from store.storage import get_storage
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    status: str  # "sent" or "duplicate"
+    idempotency_key: str
+    provider_message_id: str | None
+
+    def summary(self) -> dict[str, Any]:
+        return {"status": self.status, "provider_message_id": self.provider_message_id}
+
+
+@dataclass(frozen=True)
+class Notifier:
+    """What the notification actors need, built once per worker process."""
+
+    engine: Engine
+    ledger: Ledger
+    mailer: SendGridMailer
+    settings: Settings
+
+    @functools.cached_property
+    def sms(self) -> TwilioSender:
+        """The Twilio sender, built on first use (a worker that never sends SMS needs no Twilio)."""
+        settings = self.settings
+        token = settings.twilio_auth_token.get_secret_value()
+        if not (settings.twilio_account_sid and token and settings.twilio_from_number):
+            raise ChannelNotConfiguredError(
+                "SMS is not configured: set EDUJOBS_TWILIO_ACCOUNT_SID, EDUJOBS_TWILIO_AUTH_TOKEN and "
+                "EDUJOBS_TWILIO_FROM_NUMBER"
+            )
+        callback = settings.twilio_status_callback_url
+        return TwilioSender(
+            account_sid=settings.twilio_account_sid,
+            auth_token=token,
+            from_number=settings.twilio_from_number,
+            base_url=str(settings.twilio_base_url),
+            timeout=settings.twilio_timeout,
+            status_callback=str(callback) if callback else None,
+        )
+
+    @functools.cached_property
+    def push(self) -> FcmSender:
+        """The FCM sender, built on first use."""
+        settings = self.settings
+        if not settings.fcm_project_id:
+            raise ChannelNotConfiguredError("push is not configured: set EDUJOBS_FCM_PROJECT_ID")
+        try:
+            return FcmSender(
+                project_id=settings.fcm_project_id,
+                base_url=str(settings.fcm_base_url),
+                timeout=settings.fcm_timeout,
+                credentials_file=settings.fcm_credentials_file,
+            )
+        except ConfigurationError as e:
+            raise ChannelNotConfiguredError(str(e)) from None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Notifier:
+        engine = get_engine()
+        mailer = SendGridMailer(
+            api_key=settings.sendgrid_api_key.get_secret_value(),
+            host=str(settings.sendgrid_host),
+            timeout=settings.sendgrid_timeout,
+            from_email=settings.email_from,
+            from_name=settings.email_from_name,
+        )
+        return cls(engine=engine, ledger=Ledger(engine), mailer=mailer, settings=settings)
+
+
+class ChannelSender(Protocol):
+    """``send_email`` and ``send_sms``: one templated message to one user, at most once per key."""
+
+    def __call__(
+        self,
+        notifier: Notifier,
+        *,
+        user_id: int,
+        template: str,
+        context: dict[str, Any],
+        idempotency_key: str,
+        message_id: str,
+    ) -> DeliveryResult: ...
+
+
+@functools.cache
+def default_notifier() -> Notifier:
+    return Notifier.from_settings(get_settings())
+
+
+def load_user(engine: Engine, user_id: int) -> User:
+    with Session(engine, expire_on_commit=False) as session:
+        user = session.get(User, user_id)
+    if user is None:
+        raise RecipientError(f"user {user_id} does not exist")
+    return user
+
+
+_ADDRESS_NAMES = {"email": "email address", "phone": "phone number"}
+
+
+def reachable_user(engine: Engine, user_id: int, channel: str, address: str) -> User:
+    """The user, if ``channel`` can reach them: they have an ``address`` (email, phone) and have not
+    opted out; else a permanent error saying which."""
+    user = load_user(engine, user_id)
+    if not getattr(user, address):
+        raise RecipientError(f"user {user_id} has no {_ADDRESS_NAMES.get(address, address)}")
+    if channel in (user.opted_out or []):
+        raise OptedOutError(f"user {user_id} opted out of {channel}")
+    return user
+
+
+def deliver_once(
+    notifier: Notifier,
+    *,
+    channel: str,
+    user_id: int | None,
+    idempotency_key: str,
+    message_id: str,
+    actor_name: str,
+    send: Callable[[], str | None],
+) -> DeliveryResult:
+    """Call ``send`` (which returns the provider's message id) unless the ledger already has
+    ``idempotency_key`` done."""
+    outcome = perform_once(
+        notifier.ledger,
+        idempotency_key,
+        channel=channel,
+        actor_name=actor_name,
+        message_id=message_id,
+        user_id=user_id,
+        action=send,
+    )
+    status = "sent" if outcome.status == "done" else "duplicate"
+    return DeliveryResult(status, idempotency_key, outcome.provider_message_id)
+
+
+def send_email(
+    notifier: Notifier,
+    *,
+    user_id: int,
+    template: str,
+    context: dict[str, Any],
+    idempotency_key: str,
+    message_id: str,
+    actor_name: str = "notifications.send_email",
+    attachments: Sequence[Mapping[str, str]] = (),
+) -> DeliveryResult:
+    """Render ``template`` for the user and send it through SendGrid at most once per key."""
+    user = reachable_user(notifier.engine, user_id, "email", "email")
+    rendered = render_email(template, {"name": user.name, "locale": user.locale, **context})
+    files = load_attachments(attachments)
+    email = Email(
+        to=user.email or "",
+        to_name=user.name,
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        categories=(template,),
+        custom_args={"message_id": message_id, "idempotency_key": idempotency_key},
+        attachments=files,
+    )
+    return deliver_once(
+        notifier,
+        channel="email",
+        user_id=user_id,
+        idempotency_key=idempotency_key,
+        message_id=message_id,
+        actor_name=actor_name,
+        send=lambda: notifier.mailer.send(email),
+    )
+
+
+#: SendGrid refuses messages over 30 MB; base64 adds a third.
+MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
+
+
+def load_attachments(attachments: Sequence[Mapping[str, str]]) -> list[Attachment]:
+    """Read attachments from storage; a missing file or too large a total is permanent."""
+    storage = get_storage()
+    files, total = [], 0
+    for item in attachments:
+        content = storage.get_bytes(item["storage_key"])  # ObjectNotFoundError is permanent
+        total += len(content)
+        if total > MAX_ATTACHMENT_BYTES:
+            raise AttachmentTooLargeError(
+                f"attachments exceed {MAX_ATTACHMENT_BYTES >> 20} MiB: send a download link instead"
+            )
+        mime = item.get("mime_type") or "application/octet-stream"
+        files.append(Attachment(filename=item["filename"], content=content, mime_type=mime))
+    return files
+
+
+def send_sms(
+    notifier: Notifier,
+    *,
+    user_id: int,
+    template: str,
+    context: dict[str, Any],
+    idempotency_key: str,
+    message_id: str,
+    actor_name: str = "notifications.send_sms",
+) -> DeliveryResult:
+    """Render the SMS variant of ``template`` for the user and send it through Twilio at most once
+    per key."""
+    user = reachable_user(notifier.engine, user_id, "sms", "phone")
+    sms = Sms(
+        to=user.phone or "", body=render_sms(template, {"name": user.name, "locale": user.locale, **context})
+    )
+    sender = notifier.sms  # before the ledger claim: a missing configuration claims nothing
+    return deliver_once(
+        notifier,
+        channel="sms",
+        user_id=user_id,
+        idempotency_key=idempotency_key,
+        message_id=message_id,
+        actor_name=actor_name,
+        send=lambda: sender.send(sms),
+    )
+
+
+def send_push(
+    notifier: Notifier,
+    *,
+    user_id: int,
+    template: str,
+    context: dict[str, Any],
+    idempotency_key: str,
+    message_id: str,
+    actor_name: str = "notifications.send_push",
+) -> DeliveryResult:
+    """Send the push variant of ``template`` to each of the user's devices, once per device and key.
+
+    Each device has its own ledger key (``<key>:push:<token hash>``): a retry after a failure on one
+    device does not notify the devices already reached. Tokens FCM calls unregistered or invalid
+    are removed from the user; if no device is left, the push is a ``RecipientError``.
+    """
+    user = reachable_user(notifier.engine, user_id, "push", "push_tokens")
+    title, body = render_push(template, {"name": user.name, "locale": user.locale, **context})
+    sender = notifier.push  # before any ledger claim: a missing configuration claims nothing
+    data = {"message_id": message_id, "template": template}
+    delivered: list[DeliveryResult] = []
+    dead: list[str] = []
+    for token in list(user.push_tokens):
+        push = Push(token=token, title=title, body=body, data=data)
+        try:
+            delivered.append(
+                deliver_once(
+                    notifier,
+                    channel="push",
+                    user_id=user_id,
+                    idempotency_key=f"{idempotency_key}:push:{_token_hash(token)}",
+                    message_id=message_id,
+                    actor_name=actor_name,
+                    send=functools.partial(sender.send, push),
+                )
+            )
+        except DeadTokenError:
+            dead.append(token)
+    if dead:
+        remove_push_tokens(notifier.engine, user_id, dead)
+    if not delivered:
+        raise RecipientError(f"user {user_id} has no registered device left ({len(dead)} token(s) removed)")
+    status = "sent" if any(d.status == "sent" for d in delivered) else "duplicate"
+    return DeliveryResult(status, idempotency_key, delivered[0].provider_message_id)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def remove_push_tokens(engine: Engine, user_id: int, tokens: list[str]) -> None:
+    """Remove dead device tokens from a user (row-locked, so concurrent removals all stick)."""
+    with Session(engine) as session, session.begin():
+        user = session.get(User, user_id, with_for_update=True)
+        if user is not None:
+            user.push_tokens = [t for t in user.push_tokens if t not in tokens]
+    logger.info("Removed %d dead push token(s) of user %s.", len(tokens), user_id)

@@ -1,0 +1,239 @@
+"""Queue depths from RabbitMQ's management HTTP API, served as Prometheus gauges at scrape time.
+
+For each domain queue ``Q`` (one ``GET /api/queues/{vhost}`` per read):
+
+- ``ready``: messages waiting in ``Q``; ``unacked``: messages of ``Q`` that workers hold (prefetched
+  or running);
+- ``delayed``: every message of ``Q.DQ`` (Dramatiq keeps delayed messages unacked in worker memory);
+- ``waiting``: messages parked in ``Q.wait`` (delays longer than the park threshold);
+- ``dead``: messages in the dead-letter queue ``Q.XQ``;
+- the age of ``Q``'s oldest ready message, from RabbitMQ's ``head_message_timestamp``, which exists
+  only when messages carry the AMQP ``timestamp`` property (0 when ``Q`` is empty, absent when unknown).
+
+RabbitMQ refreshes these figures every ``collect_statistics_interval`` (5 s by default). Nothing here
+consumes or requeues a message, so dead-letter queues keep their order.
+
+``run_metrics_server`` is the worker pool's metrics process: the dramatiq CLI runs it as a fork of the
+pool (``middleware.metrics.Metrics.forks``); it serves the pool's metrics and these gauges.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from brokers.topology import DOMAIN_QUEUES, dead_letter_queue, delay_queue, wait_queue
+from contracts.errors import EdujobsError
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = (
+    "name,messages,messages_ready,messages_unacknowledged,head_message_timestamp,consumers,"
+    "message_stats.publish_details.rate,message_stats.ack_details.rate"
+)
+
+
+class QueueStatsError(EdujobsError):
+    """Raised when RabbitMQ's management API cannot tell the queue depths."""
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """One domain queue's depths; None where RabbitMQ has no figure (yet)."""
+
+    queue: str
+    ready: int | None = None
+    unacked: int | None = None
+    delayed: int | None = None
+    waiting: int | None = None
+    dead: int | None = None
+    oldest_age_seconds: float | None = None
+    consumers: int | None = None
+    #: messages per second published to / acknowledged from the queue (RabbitMQ's recent average)
+    publish_rate: float | None = None
+    ack_rate: float | None = None
+
+    def kinds(self) -> dict[str, int | None]:
+        return {
+            "ready": self.ready,
+            "unacked": self.unacked,
+            "delayed": self.delayed,
+            "waiting": self.waiting,
+            "dead": self.dead,
+        }
+
+
+def vhost_of(amqp_url: str) -> str:
+    """The virtual host of an AMQP URL (the first of a ``;``-separated list): its path, URL-decoded;
+    ``/`` when the path is empty, as pika does."""
+    path = urllib.parse.urlsplit(amqp_url.split(";")[0].strip()).path
+    if path in ("", "/"):
+        return "/"
+    return urllib.parse.unquote(path[1:])
+
+
+class QueueStatsReader:
+    """Reads queue depths of one vhost from the management API (credentials in the URL's userinfo)."""
+
+    def __init__(
+        self,
+        *,
+        management_url: str,
+        vhost: str,
+        queues: Sequence[str] = DOMAIN_QUEUES,
+        timeout: float = 3.0,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        # The credentials go in an Authorization header, never in the URL that httpx logs.
+        base = httpx.URL(management_url)
+        auth = (base.username, base.password) if base.username else None
+        base = base.copy_with(userinfo=b"")
+        self.url = f"{str(base).rstrip('/')}/api/queues/{urllib.parse.quote(vhost, safe='')}"
+        self.vhost = vhost
+        self.queues = tuple(queues)
+        self.clock = clock
+        self._http = httpx.Client(timeout=timeout, transport=transport, auth=auth)
+        self._lock = threading.Lock()
+
+    def read(self) -> list[QueueDepth]:
+        """Return the depths of every queue, in order; raise ``QueueStatsError`` if RabbitMQ cannot tell."""
+        try:
+            with self._lock:
+                response = self._http.get(self.url, params={"columns": COLUMNS})
+            response.raise_for_status()
+            listing = response.json()
+        except (httpx.HTTPError, ValueError) as e:
+            raise QueueStatsError(f"cannot read queue depths of vhost {self.vhost!r}: {e}") from None
+        if not isinstance(listing, list):
+            raise QueueStatsError(f"unexpected answer for vhost {self.vhost!r}: {str(listing)[:200]}")
+        by_name = {q["name"]: q for q in listing if isinstance(q, dict) and "name" in q}
+        now = self.clock()
+        return [self._depth(queue, by_name, now) for queue in self.queues]
+
+    def _depth(self, queue: str, by_name: dict[str, dict[str, Any]], now: float) -> QueueDepth:
+        main = by_name.get(queue, {})
+        ready = _count(main, "messages_ready")
+        oldest: float | None = None
+        if ready == 0:
+            oldest = 0.0
+        elif ready is not None and isinstance(main.get("head_message_timestamp"), int | float):
+            oldest = max(0.0, now - float(main["head_message_timestamp"]))
+        return QueueDepth(
+            queue=queue,
+            ready=ready,
+            unacked=_count(main, "messages_unacknowledged"),
+            delayed=_count(by_name.get(delay_queue(queue), {}), "messages"),
+            waiting=_count(by_name.get(wait_queue(queue), {}), "messages"),
+            dead=_count(by_name.get(dead_letter_queue(queue), {}), "messages"),
+            oldest_age_seconds=oldest,
+            consumers=_count(main, "consumers"),
+            publish_rate=_rate(main, "publish_details"),
+            ack_rate=_rate(main, "ack_details"),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _rate(queue: dict[str, Any], field: str) -> float | None:
+    stats = queue.get("message_stats")
+    if not isinstance(stats, dict):
+        return 0.0 if queue else None  # no stats yet: nothing published or acknowledged
+    details = stats.get(field)
+    rate = details.get("rate") if isinstance(details, dict) else None
+    return float(rate) if isinstance(rate, int | float) else 0.0
+
+
+def _count(queue: dict[str, Any], field: str) -> int | None:
+    value = queue.get(field)
+    return value if isinstance(value, int) else None
+
+
+class QueueStatsCollector:
+    """A Prometheus collector that reads the queue depths at each scrape."""
+
+    def __init__(self, reader: QueueStatsReader) -> None:
+        self.reader = reader
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily(
+            "edujobs_queue_stats_up", "1 if RabbitMQ's management API told the queue depths at this scrape."
+        )
+        try:
+            depths = self.reader.read()
+        except QueueStatsError as e:
+            logger.warning("%s", e)
+            up.add_metric([], 0)
+            return [up]
+        up.add_metric([], 1)
+        messages = GaugeMetricFamily(
+            "edujobs_queue_messages",
+            "Messages in a domain queue by kind: ready, unacked (held by workers), delayed (Q.DQ), "
+            "waiting (parked in Q.wait), dead (Q.XQ).",
+            labels=["queue", "kind"],
+        )
+        age = GaugeMetricFamily(
+            "edujobs_queue_oldest_message_age_seconds",
+            "Age of the oldest ready message of a domain queue (from the messages' AMQP timestamp).",
+            labels=["queue"],
+        )
+        consumers = GaugeMetricFamily(
+            "edujobs_queue_consumers", "Consumers of a domain queue (0 while it is paused).", labels=["queue"]
+        )
+        for depth in depths:
+            if depth.consumers is not None:
+                consumers.add_metric([depth.queue], depth.consumers)
+            for kind, count in depth.kinds().items():
+                if count is not None:
+                    messages.add_metric([depth.queue, kind], count)
+            if depth.oldest_age_seconds is not None:
+                age.add_metric([depth.queue], depth.oldest_age_seconds)
+        return [up, messages, age, consumers]
+
+
+def metrics_directory(metrics_dir: str | None) -> str:
+    """Where worker pools keep their metrics files: the setting, else a directory of the system's temp dir."""
+    return metrics_dir or os.path.join(tempfile.gettempdir(), "edujobs-metrics")
+
+
+def run_metrics_server() -> int:
+    """The metrics process of a worker pool (a Dramatiq fork): serve ``/metrics`` on
+    ``EDUJOBS_METRICS_HOST:EDUJOBS_METRICS_PORT`` until the pool stops."""
+    from brokers.settings import get_settings
+    from middleware.metrics import pool_directory, serve_metrics
+
+    settings = get_settings()
+    # httpx logs every request at INFO: one line per scrape is noise in the pool's log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    reader = QueueStatsReader(
+        management_url=settings.rabbitmq_management_url, vhost=vhost_of(settings.rabbitmq_url)
+    )
+    try:
+        return serve_metrics(
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            directory=pool_directory(metrics_directory(settings.metrics_dir)),
+            collectors=[QueueStatsCollector(reader)],
+        )
+    except OSError as e:
+        logger.error(
+            "Cannot serve metrics on %s:%d (%s): give each worker pool its own EDUJOBS_METRICS_PORT, "
+            "or set it to 0 to disable metrics.",
+            settings.metrics_host,
+            settings.metrics_port,
+            e,
+        )
+        return 1
+    finally:
+        reader.close()

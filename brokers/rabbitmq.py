@@ -1,0 +1,312 @@
+"""The edujobs RabbitMQ broker: Dramatiq's broker with the topology and dead-lettering we need.
+
+Differences from ``dramatiq.brokers.rabbitmq.RabbitmqBroker``:
+
+- every work queue and delay queue is declared with ``x-max-priority``; ``Q.XQ`` keeps dead letters
+  for the configured retention instead of the value Dramatiq reads from the environment at import;
+- a declaration that disagrees with an existing queue (406 PRECONDITION_FAILED) raises
+  ``TopologyError`` saying what differs and how to migrate, instead of a consumer restart loop;
+- dead-lettering republishes the message to ``Q.XQ`` with its record (why, when, how often, where)
+  and a publisher confirm *before* acking the original, instead of a bare nack that loses the why;
+- a body that cannot be decoded is dead-lettered byte for byte with its reason;
+- a delayed message due later than ``PARK_THRESHOLD_MS`` is parked in ``Q.wait`` (durable, TTL,
+  dead-lettering back to ``Q.DQ``) instead of being held unacked in worker memory, which RabbitMQ's
+  ``consumer_timeout`` would otherwise requeue (Dramatiq issue #827).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import pika
+import pika.exceptions
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
+from dramatiq.errors import ActorNotFound, ConnectionClosed, DecodeError
+from dramatiq.message import Message
+from dramatiq.middleware import Middleware
+
+from brokers import dlq
+from brokers.topology import (
+    PARK_HOP_MS,
+    PARK_THRESHOLD_MS,
+    canonical,
+    dead_letter_queue,
+    delay_queue,
+    wait_queue,
+)
+from contracts.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+
+class TopologyError(ConfigurationError):
+    """Raised when a queue already exists in RabbitMQ with other arguments than edujobs declares."""
+
+
+class EdujobsBroker(RabbitmqBroker):
+    """Dramatiq's RabbitMQ broker with edujobs' topology, dead letters and parking."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        max_priority: int,
+        dead_letter_ttl_ms: int,
+        worker_name: str,
+        max_message_bytes: int | None = None,
+        middleware: list[Middleware] | None = None,
+        confirm_delivery: bool = True,
+        park_threshold_ms: int = PARK_THRESHOLD_MS,
+        park_hop_ms: int = PARK_HOP_MS,
+    ) -> None:
+        super().__init__(
+            url=url,
+            middleware=middleware,
+            max_priority=max_priority,
+            confirm_delivery=confirm_delivery,
+        )
+        self.dead_letter_ttl_ms = dead_letter_ttl_ms
+        self.worker_name = worker_name
+        self.max_message_bytes = max_message_bytes
+        self.park_threshold_ms = park_threshold_ms
+        self.park_hop_ms = park_hop_ms
+        #: Queues operators paused: their consumers stop fetching (set by middleware.queue_pauses).
+        self.paused_queues: frozenset[str] = frozenset()
+
+    @property
+    def consumer_class(self) -> Callable[..., _RabbitmqConsumer]:
+        return EdujobsConsumer
+
+    # -- topology -------------------------------------------------------------------------------
+
+    def queue_arguments(self, queue_name: str) -> dict[str, Any]:
+        return dict(self._build_queue_arguments(canonical(queue_name)))
+
+    def _declare(self, queue_name: str, arguments: dict[str, Any]) -> Any:
+        try:
+            return self.channel.queue_declare(queue=queue_name, durable=True, arguments=arguments)
+        except pika.exceptions.ChannelClosedByBroker as e:
+            del self.channel
+            if e.reply_code == 406:
+                raise TopologyError(
+                    f"queue {queue_name!r} exists in RabbitMQ with other arguments than edujobs declares "
+                    f"({arguments}): {e.reply_text}. Queue arguments cannot change in place: drain the "
+                    "queue and delete it (or move its messages with a shovel) so that it is declared "
+                    "again, or set the previous value back (see README, 'Changing queue arguments')."
+                ) from None
+            raise
+
+    def _declare_queue(self, queue_name: str) -> Any:
+        result = self._declare(queue_name, self.queue_arguments(queue_name))
+        self._declare(
+            wait_queue(queue_name),
+            {
+                "x-message-ttl": self.park_hop_ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": delay_queue(queue_name),
+            },
+        )
+        return result
+
+    def _declare_dq_queue(self, queue_name: str) -> Any:
+        return self._declare(delay_queue(queue_name), self.queue_arguments(queue_name))
+
+    def _declare_xq_queue(self, queue_name: str) -> Any:
+        return self._declare(dead_letter_queue(queue_name), {"x-message-ttl": self.dead_letter_ttl_ms})
+
+    def declare_topology(self, queues: tuple[str, ...]) -> None:
+        """Declare the given domain queues (and their companions) on the server now."""
+        for queue in queues:
+            self.declare_queue(queue, ensure=True)
+
+    def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        # Declare every queue of the declared actors before the worker says it is ready, so a
+        # message published right after start-up is never unroutable, and a topology mismatch
+        # stops the worker at boot with TopologyError instead of crash-looping its consumers.
+        if signal == "worker_boot":
+            self.declare_topology(tuple(sorted(self.queues)))
+        super().emit_before(signal, *args, **kwargs)
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    def publish_confirmed(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        priority: int | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        """Publish persistently on this thread's channel and wait for the broker's confirm."""
+        properties = pika.BasicProperties(delivery_mode=2, priority=priority, headers=headers)
+        attempts = 0
+        while True:
+            try:
+                channel = self.channel
+                if not self.confirm_delivery:
+                    raise RuntimeError("publish_confirmed needs confirm_delivery=True")
+                channel.basic_publish(exchange="", routing_key=routing_key, body=body, properties=properties)
+                return
+            except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
+                del self.connection
+                attempts += 1
+                if attempts >= 6:
+                    raise ConnectionClosed(e) from None
+                time.sleep(min(0.1 * 2**attempts, 2))
+
+    def dead_letter(
+        self,
+        queue_name: str,
+        body: bytes,
+        record: dict[str, Any],
+        priority: int | None,
+        message: Message[Any] | None = None,
+    ) -> None:
+        """Publish a dead letter to the dead-letter queue of ``queue_name``, confirmed, then tell the
+        middleware that define ``after_dead_letter(broker, queue_name, record, message)`` (edujobs'
+        one extra hook; ``message`` is None when the body could not be decoded)."""
+        self.publish_confirmed(
+            dead_letter_queue(queue_name), body, priority=priority, headers=dlq.record_headers(record)
+        )
+        for middleware in reversed(self.middleware):
+            hook = getattr(middleware, "after_dead_letter", None)
+            if hook is None:
+                continue
+            try:
+                hook(self, canonical(queue_name), record, message)
+            except Exception:
+                logger.critical("Unexpected failure in after_dead_letter of %r.", middleware, exc_info=True)
+        logger.warning(
+            "Dead-lettered a message from %s: %s (%s, fingerprint %s).",
+            canonical(queue_name),
+            record["reason"],
+            record["exception_type"] or "no exception",
+            record["fingerprint"],
+        )
+
+
+class EdujobsConsumer(_RabbitmqConsumer):
+    """A consumer that dead-letters with a record, keeps undecodable bodies and parks long delays."""
+
+    broker: EdujobsBroker
+
+    def __next__(self) -> _RabbitmqMessage | None:
+        if self.broker.paused_queues and canonical(self.queue_name) in self.broker.paused_queues:
+            # Paused: its ConsumerThread, paused too, closes this consumer on a None, and RabbitMQ
+            # puts the messages it had prefetched back, ready. The sleep keeps the loop from spinning.
+            time.sleep(0.05)
+            return None
+        try:
+            method, properties, body = next(self.iterator)
+            if method is None:
+                return None
+        except (AssertionError, pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
+            if getattr(e, "reply_code", None) == 404:
+                self.broker.queues_pending.add(canonical(self.queue_name))
+            raise ConnectionClosed(e) from None
+
+        limit = self.broker.max_message_bytes
+        if limit is not None and len(body) > limit:
+            error = f"the message is {len(body)} bytes, over the {limit}-byte limit"
+            self._dead_letter_raw(method.delivery_tag, body, properties, "payload_too_large", error)
+            return None
+        try:
+            message = Message.decode(body)
+        except DecodeError as e:
+            cause = e.__cause__ or e
+            error = f"the body is not a Dramatiq message ({len(body)} bytes): {cause}"
+            self._dead_letter_raw(method.delivery_tag, body, properties, "undecodable", error, cause)
+            return None
+
+        eta = message.options.get("eta")
+        if (
+            self.queue_name.endswith(".DQ")
+            and isinstance(eta, int | float)
+            and eta - time.time() * 1000 > self.broker.park_threshold_ms
+        ):
+            self._park(method.delivery_tag, body, properties)
+            return None
+
+        self.known_tags.add(method.delivery_tag)
+        return _RabbitmqMessage(method.redelivered, method.delivery_tag, message)
+
+    def _ack_now(self, tag: int) -> None:
+        # Runs on the consumer thread, which owns the channel.
+        self.channel.basic_ack(tag)
+
+    def _dead_letter_raw(
+        self,
+        tag: int,
+        body: bytes,
+        properties: Any,
+        reason: str,
+        error: str,
+        cause: BaseException | None = None,
+    ) -> None:
+        # The body is kept byte for byte; only the headers say why.
+        record = dlq.build_record(
+            reason=reason,
+            actor_name="",
+            worker=self.broker.worker_name,
+            exception_type=type(cause).__name__ if cause else "PayloadTooLargeError",
+            error=error,
+        )
+        self.broker.dead_letter(self.queue_name, body, record, getattr(properties, "priority", None))
+        self._ack_now(tag)
+
+    def _park(self, tag: int, body: bytes, properties: Any) -> None:
+        self.broker.publish_confirmed(
+            wait_queue(self.queue_name), body, priority=getattr(properties, "priority", None)
+        )
+        self._ack_now(tag)
+
+    def nack(self, message: MessageProxy) -> None:
+        """Dead-letter ``message`` with its record (confirmed), then ack the original."""
+        assert isinstance(message, _RabbitmqMessage)
+        try:
+            self.known_tags.remove(message._tag)
+        except KeyError:
+            logger.warning("Failed to dead-letter message %s: not in known tags.", message.message_id)
+            return
+        try:
+            record = message.options.get("dead_letter") or _record_from_exception(
+                message, self.broker.worker_name
+            )
+            message.options["dead_letter"] = record
+            body = message._message.encode()
+            self.broker.dead_letter(
+                self.queue_name, body, record, message.options.get("broker_priority"), message._message
+            )
+            self.connection.add_callback_threadsafe(partial(self.channel.basic_ack, message._tag))
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
+            self.known_tags.add(message._tag)
+            raise ConnectionClosed(e) from None
+
+
+def _record_from_exception(message: _RabbitmqMessage, worker: str) -> dict[str, Any]:
+    exception = getattr(message, "_exception", None)
+    reason = message.options.pop("dead_letter_reason", None)
+    if reason is None:
+        if isinstance(exception, ActorNotFound):
+            reason = "unknown_actor"
+        elif message.options.get("retries"):
+            reason = "retries_exhausted"
+        else:
+            reason = "failed"
+    exception_type = message.options.pop("dead_letter_exception", None)
+    return dlq.build_record(
+        reason=reason,
+        actor_name=message.actor_name,
+        worker=worker,
+        exception_type=exception_type or (type(exception).__name__ if exception else ""),
+        error=str(exception) if exception else "",
+        traceback=message.options.get("traceback", ""),
+        # Retries counts the failures it retried or exhausted; a permanent failure is one more.
+        attempts=int(message.options.get("retries", 0) or 0) + (1 if reason != "retries_exhausted" else 0),
+        first_failure_ms=message.options.get("first_failure_at"),
+    )

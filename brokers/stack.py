@@ -1,0 +1,252 @@
+"""The broker set-up: the one place that lists the middleware stack, in order, and why.
+
+``setup_broker`` builds an ``EdujobsBroker`` from settings and hands each middleware its
+configuration; middleware never read settings themselves.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from typing import Any
+
+import dramatiq
+import dramatiq.broker
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Middleware,
+    Pipelines,
+    ShutdownNotifications,
+    TimeLimit,
+)
+
+from brokers.queue_stats import metrics_directory, run_metrics_server
+from brokers.rabbitmq import EdujobsBroker
+from brokers.settings import Settings, get_settings
+from brokers.topology import DOMAIN_QUEUES
+from contracts.errors import ContractError, PermanentError, UnknownActorError
+from contracts.priorities import MAX_PRIORITY
+from contracts.registry import ActorContract, get_contract
+from middleware.breaker_storage import BreakerRegistry
+from middleware.cancellations import Cancellations
+from middleware.circuit_breakers import CircuitBreakers
+from middleware.job_state import JobState
+from middleware.metrics import Metrics, record_breaker_state
+from middleware.priorities import Priorities
+from middleware.queue_pauses import QueuePauses
+from middleware.retries import Retries
+from middleware.sentry import SentryReporter, init_sentry, report_breaker_transition, safe_log_message
+from middleware.signatures import Signatures
+from middleware.validation import Validation
+from middleware.worker_tuning import WorkerTuning
+
+logger = logging.getLogger(__name__)
+_lock = threading.Lock()
+
+#: Retries before a message is dead-lettered, unless an actor says otherwise.
+DEFAULT_MAX_RETRIES = 5
+#: First retry after 15 s, doubling with jitter, up to the actor's max_backoff.
+DEFAULT_MIN_BACKOFF_MS = 15_000
+
+
+@functools.cache
+def _contract_of(actor_name: str) -> ActorContract | None:
+    try:
+        return get_contract(actor_name)
+    except UnknownActorError:
+        return None  # not an edujobs actor (every actor under actors/ has a contract)
+
+
+def validate_arguments(actor_name: str, arguments: dict[str, Any]) -> None:
+    """Check an actor's arguments against its contract; raise ``ValueError`` naming the bad field."""
+    contract = _contract_of(actor_name)
+    if contract is None:
+        return
+    try:
+        contract.validate(arguments)
+    except ContractError as e:
+        raise ValueError(str(e)) from None
+
+
+def build_middleware(settings: Settings) -> list[Middleware]:
+    """The middleware stack, outermost first. Order matters:
+
+    - WorkerTuning first: it sets the prefetch before consumers start;
+    - Metrics (unless EDUJOBS_METRICS_PORT is 0) next, outermost of the per-message hooks: its
+      before_process_message sees every message, even those the next ones reject, and its after hooks
+      run last, once Retries has decided whether the message runs again or is dead-lettered;
+    - QueuePauses (unless EDUJOBS_OPERATOR_POLL_SECONDS is 0): only worker hooks; it stops and
+      restarts the consumers of the queues operators pause and resume;
+    - Signatures, then Validation: a message that is unsigned, tampered with, too large or invalid
+      is dead-lettered before any other middleware (or the actor) acts on it;
+    - Cancellations (unless EDUJOBS_OPERATOR_POLL_SECONDS is 0) right after them: a sound message
+      of a cancelled job is skipped before anything else acts on it;
+    - AgeLimit, TimeLimit, ShutdownNotifications: Dramatiq's guards around every message;
+    - CurrentMessage: lets actors read their message's options (idempotency key, message id);
+    - JobState: records running / succeeded / failed / dead in batches; it sits before Retries so
+      that, in the reversed after-chain, it sees whether Retries re-enqueued or failed the message;
+    - Priorities: gives messages sent by workers (retries included) their actor's AMQP priority;
+    - Callbacks, Pipelines: Dramatiq's composition;
+    - CircuitBreakers after everything that may reject or skip a message on its own, so that only
+      sound messages are delayed while their provider's breaker is open; it has no say in the
+      after-chain: a CircuitOpenError escaping an actor becomes a skipped, re-enqueued message that
+      Retries never sees (no retry spent, nothing dead-lettered);
+    - SentryReporter (when a DSN is set) just before Retries: in the after-chain it runs right after
+      Retries, so it sees which failures are final and keeps their stack trace for the one event it
+      sends per dead letter (``after_dead_letter``);
+    - Retries last among the after_process_message hooks that decide a message's fate, so that
+      everything before it sees the attempt's outcome first.
+    """
+    return [
+        WorkerTuning(queue_prefetch=settings.queue_prefetch),
+        *metrics(settings),
+        *queue_pauses(settings),
+        Signatures(key=settings.signing_key.get_secret_value().encode()),
+        Validation(validate=validate_arguments),
+        *cancellations(settings),
+        AgeLimit(),
+        TimeLimit(),
+        ShutdownNotifications(),
+        CurrentMessage(),
+        *job_state(settings),
+        Priorities(default=5),
+        Callbacks(),
+        Pipelines(),
+        circuit_breakers(settings),
+        *sentry_reporter(settings),
+        Retries(
+            max_retries=DEFAULT_MAX_RETRIES, min_backoff=DEFAULT_MIN_BACKOFF_MS, permanent=(PermanentError,)
+        ),
+    ]
+
+
+def job_state(settings: Settings) -> list[Middleware]:
+    if not settings.record_job_state:
+        return []
+    from store.job_batch import BatchJobRecorder
+
+    return [JobState(recorder=BatchJobRecorder(_engine(settings.database_url)))]
+
+
+@functools.cache
+def _engine(url: str) -> Any:
+    """One engine per database for the middleware of this process."""
+    from store.db import make_engine
+
+    return make_engine(url)
+
+
+def queue_pauses(settings: Settings) -> list[Middleware]:
+    if settings.operator_poll_seconds == 0:
+        return []
+    from store.pauses import paused_queues
+
+    engine = _engine(settings.database_url)
+    return [
+        QueuePauses(paused_queues=lambda: paused_queues(engine).keys(), poll=settings.operator_poll_seconds)
+    ]
+
+
+def cancellations(settings: Settings) -> list[Middleware]:
+    if settings.operator_poll_seconds == 0:
+        return []
+    from store.jobs import cancelled_since
+
+    engine = _engine(settings.database_url)
+    return [
+        Cancellations(
+            cancelled_since=lambda since: cancelled_since(engine, since), poll=settings.operator_poll_seconds
+        )
+    ]
+
+
+def metrics(settings: Settings) -> list[Middleware]:
+    if settings.metrics_port == 0:
+        return []
+    return [Metrics(directory=metrics_directory(settings.metrics_dir), exposition=run_metrics_server)]
+
+
+def circuit_breakers(settings: Settings) -> CircuitBreakers:
+    registry = BreakerRegistry(
+        fail_max=settings.breaker_fail_max,
+        reset_timeout=settings.breaker_reset_timeout,
+        redis_url=settings.redis_url,
+        namespace=settings.breaker_namespace,
+    )
+    registry.add_listener(lambda provider, old, new: record_breaker_state(provider, new))
+    if settings.sentry_dsn:
+        # One Sentry event per opening: per process by its opened_at, across processes by a Redis claim.
+        registry.add_listener(
+            lambda provider, old, new: report_breaker_transition(
+                provider, old, new, opened_at=registry.opened_at(provider), claim=registry.claim
+            )
+        )
+    return CircuitBreakers(breakers=registry)
+
+
+def sentry_reporter(settings: Settings) -> list[Middleware]:
+    return [SentryReporter()] if settings.sentry_dsn else []
+
+
+def start_sentry(settings: Settings) -> None:
+    """Start Sentry, when a DSN is set, before any broker exists: its Dramatiq integration patches
+    ``Broker.__init__`` to add its middleware (scopes, breadcrumbs, the ``dramatiq`` context)."""
+    if settings.sentry_dsn:
+        init_sentry(
+            dsn=settings.sentry_dsn,
+            environment=settings.sentry_environment or settings.environment,
+            release=settings.sentry_release,
+            server_name=settings.worker_name,
+            traces_sample_rate=settings.sentry_traces_sample_rate,
+        )
+
+
+def build_broker(settings: Settings) -> EdujobsBroker:
+    return EdujobsBroker(
+        url=settings.rabbitmq_url,
+        max_priority=MAX_PRIORITY,
+        dead_letter_ttl_ms=settings.dead_letter_ttl_ms,
+        worker_name=settings.worker_name,
+        max_message_bytes=settings.max_payload_bytes,
+        middleware=build_middleware(settings),
+        park_threshold_ms=int(settings.park_threshold_seconds * 1000),
+        park_hop_ms=int(settings.park_hop_seconds * 1000),
+    )
+
+
+class _WorkerLogFilter(logging.Filter):
+    """Keeps personal data out of Dramatiq's worker log and drops one noisy warning.
+
+    Dramatiq's "Failed to process message %s" lines format the whole message, arguments included
+    (names, emails, phone numbers): they are rewritten to show the actor and message id only.
+    Dramatiq also warns when an actor returns a value without the Results middleware; edujobs actors
+    return a small summary on purpose, which JobState records.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "haven't added the Results middleware" in str(record.msg):
+            return False
+        safe = safe_log_message(record)
+        if safe is not None:
+            record.msg, record.args = safe[0], ()
+        return True
+
+
+def setup_broker(settings: Settings | None = None, *, declare: bool = False) -> dramatiq.Broker:
+    worker_logger = logging.getLogger("dramatiq.worker.WorkerThread")
+    if not any(isinstance(f, _WorkerLogFilter) for f in worker_logger.filters):
+        worker_logger.addFilter(_WorkerLogFilter())
+    with _lock:
+        existing = dramatiq.broker.global_broker
+        if existing is None:
+            settings = settings or get_settings()
+            start_sentry(settings)
+            existing = build_broker(settings)
+            dramatiq.set_broker(existing)
+            logger.debug("RabbitMQ broker set up.")
+        if declare and isinstance(existing, EdujobsBroker):
+            existing.declare_topology(DOMAIN_QUEUES)
+        return existing

@@ -1,0 +1,447 @@
+"""The HTTP API for other services and operators (FastAPI; OpenAPI at ``/openapi.json``, docs at ``/docs``).
+
+- ``POST /v1/messages`` and ``/v1/messages:batch``: validated against the contracts, published with a
+  confirm (``brokers.client``) → 202 with the message ids; scope ``enqueue:<queue>``.
+- ``GET /v1/jobs/{id}``: a job's state (``store.jobs``); scope ``ops:read``.
+- ``GET /v1/dlq``, ``GET /v1/dlq/{queue}``, ``GET /v1/dlq/{queue}/{id}``, ``POST /v1/dlq/{queue}/requeue``,
+  ``POST /v1/dlq/{queue}/purge``: dead-letter review and actions (``ops.dlq``, the same code as the CLI);
+  scopes ``ops:read`` / ``ops:write``; every action is audit-logged under the token's name.
+- ``POST /v1/jobs/{id}/cancel``: cancel a queued or running job (``store.jobs.cancel``); ``ops:write``.
+- ``GET /v1/queues``, ``POST /v1/queues/{queue}/pause`` and ``/resume``: queue figures and control
+  (``ops.queues``, the same code as the CLI); ``ops:read`` / ``ops:write``.
+- ``GET /v1/schedules``, ``POST /v1/schedules``, ``DELETE /v1/schedules/{name}``: the schedules with
+  their next and last runs, run-time schedules created and removed (``schedules.scheduler``);
+  ``ops:read`` / ``ops:write`` (and ``enqueue:<queue>`` of the actor to create one).
+- ``/ui/``: the operators' web page (``ops/web``: plain HTML, CSS and JavaScript over this API).
+- ``/healthz`` (the process answers), ``/readyz`` (RabbitMQ and the database answer) and ``/metrics``
+  (Prometheus: the API's requests and the queue depths), without a token.
+
+Every request is subject to a body size limit (413) and a per-caller rate limit (429), ``ops.limits``.
+
+Authentication: ``Authorization: Bearer <token>`` (``ops.auth``, tokens from ``edujobs tokens create``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from pydantic import BaseModel, Field, model_validator
+from sqlalchemy import Engine, text
+
+from brokers.client import Client, PublishError
+from brokers.health import check_rabbitmq
+from brokers.queue_stats import QueueStatsCollector, QueueStatsReader, vhost_of
+from brokers.topology import DOMAIN_QUEUES
+from contracts.errors import EdujobsError, UnknownActorError
+from contracts.registry import all_contracts, get_contract
+from ops import queues as ops_queues
+from ops.auth import Caller, authenticate, check_scope, require
+from ops.dlq import DeadLetterError, DeadLetters, NotFound, Selection
+from ops.limits import BodyLimit, RateLimit
+from schedules.crontab import CRONTAB, Schedule
+from schedules.scheduler import ScheduleError, add_schedule, list_schedules, next_fire_times, remove_schedule
+from store import audit
+from store.jobs import JobStore, cancel, job_fields
+
+logger = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+
+Priority = Literal["critical", "high", "normal", "low", "bulk"]
+MAX_BATCH = 1000
+
+
+class MessageIn(BaseModel):
+    actor: str = Field(examples=["notifications.send_email"], max_length=128)
+    payload: dict[str, Any] = Field(description="The actor's arguments")
+    priority: Priority | None = None
+    delay: float | None = Field(default=None, ge=0, le=7 * 86_400, description="Seconds before the job runs")
+    eta: datetime | None = Field(default=None, description="When the job runs (time-zone aware)")
+    idempotency_key: str | None = Field(default=None, max_length=255)
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> MessageIn:
+        if self.delay is not None and self.eta is not None:
+            raise ValueError("pass delay or eta, not both")
+        if self.eta is not None and self.eta.tzinfo is None:
+            raise ValueError("eta must carry a time zone, e.g. 2026-11-22T10:00:00+01:00")
+        return self
+
+
+class BatchIn(BaseModel):
+    messages: list[MessageIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class Accepted(BaseModel):
+    message_id: str
+    actor: str
+
+
+class BatchAccepted(BaseModel):
+    messages: list[Accepted]
+
+
+class RequeueIn(BaseModel):
+    ids: list[str] | None = Field(default=None, max_length=10_000)
+    fingerprint: str | None = Field(default=None, max_length=64)
+    all: bool = False
+    dry_run: bool = False
+
+
+class PurgeIn(BaseModel):
+    older_than_seconds: float | None = Field(default=None, ge=0, le=10 * 365 * 86_400)
+    dry_run: bool = False
+
+
+def dead_letters(request: Request) -> DeadLetters:
+    service: DeadLetters = request.app.state.dead_letters
+    return service
+
+
+Dlq = Annotated[DeadLetters, Depends(dead_letters)]
+
+
+class ScheduleIn(BaseModel):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", examples=["winter-announcement"])
+    actor: str = Field(max_length=128, examples=["notifications.send_bulk_email"])
+    payload: dict[str, Any] = Field(default_factory=dict, description="The actor's arguments")
+    at: datetime | None = Field(default=None, description="Once, at this time (naive: wall time in timezone)")
+    cron: str | None = Field(default=None, max_length=100, description="Recurring: a cron expression")
+    timezone: str | None = Field(default=None, max_length=64, description="IANA zone; default the district's")
+    priority: Priority | None = None
+    misfire: Literal["catch_up", "skip"] = "catch_up"
+    grace_seconds: int = Field(default=600, ge=1, le=7 * 86_400)
+    replace: bool = False
+
+
+class CancelIn(BaseModel):
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class PauseIn(BaseModel):
+    reason: str | None = Field(default=None, max_length=500)
+
+
+def create_app(
+    *,
+    rabbitmq_url: str,
+    engine: Engine,
+    client: Client,
+    queues: tuple[str, ...] = DOMAIN_QUEUES,
+    management_url: str | None = None,
+    crontab: Sequence[Schedule] = CRONTAB,
+    schedule_timezone: str = "UTC",
+    max_body_bytes: int = 1_048_576,
+    rate_limit: float = 50.0,
+    rate_burst: int = 100,
+) -> FastAPI:
+    """The API bound to one broker, database and producer client."""
+    app = FastAPI(title="edujobs", version="1", description=__doc__)
+    app.add_middleware(RateLimit, rate=rate_limit, burst=rate_burst)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    requests_total = Counter(
+        "edujobs_api_requests_total",
+        "HTTP API requests by route and status.",
+        ["route", "status"],
+        registry=None,
+    )
+    registry = CollectorRegistry()
+    registry.register(requests_total)
+    if management_url is not None:
+        registry.register(
+            QueueStatsCollector(QueueStatsReader(management_url=management_url, vhost=vhost_of(rabbitmq_url)))
+        )
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        requests_total.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        return response
+
+    app.state.engine = engine
+    app.state.client = client
+    app.state.rabbitmq_url = rabbitmq_url
+    app.state.dead_letters = DeadLetters(rabbitmq_url, engine=engine, queues=queues)
+
+    @app.exception_handler(NotFound)
+    def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(DeadLetterError)
+    def _dlq_error(_request: Request, exc: DeadLetterError) -> JSONResponse:
+        code = 422 if "unknown queue" in str(exc) or "exactly one" in str(exc) else 503
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    def _send(caller: Caller, items: list[MessageIn]) -> list[Accepted]:
+        contracts = []
+        for item in items:
+            try:
+                contract = get_contract(item.actor)
+            except UnknownActorError as e:
+                raise HTTPException(422, str(e)) from None
+            check_scope(caller, f"enqueue:{contract.queue}")
+            contracts.append(contract)
+        accepted = []
+        for item in items:  # validate everything first: nothing is published if one payload is invalid
+            try:
+                get_contract(item.actor).validate(item.payload)
+            except EdujobsError as e:
+                raise HTTPException(422, f"{item.actor}: {e}") from None
+        for item in items:
+            try:
+                message_id = client.send(
+                    item.actor,
+                    item.payload,
+                    priority=item.priority,
+                    delay=item.delay,
+                    eta=item.eta,
+                    idempotency_key=item.idempotency_key,
+                )
+            except PublishError as e:
+                raise HTTPException(503, f"RabbitMQ did not confirm: {e}") from None
+            except (EdujobsError, ValueError) as e:
+                raise HTTPException(422, str(e)) from None
+            accepted.append(Accepted(message_id=message_id, actor=item.actor))
+        return accepted
+
+    @app.post("/v1/messages", status_code=202, response_model=Accepted, tags=["messages"])
+    def send_message(body: MessageIn, caller: Annotated[Caller, Depends(authenticate)]) -> Accepted:
+        """Validate and publish one message (confirmed by RabbitMQ); 202 with its id."""
+        return _send(caller, [body])[0]
+
+    @app.post("/v1/messages:batch", status_code=202, response_model=BatchAccepted, tags=["messages"])
+    def send_batch(body: BatchIn, caller: Annotated[Caller, Depends(authenticate)]) -> BatchAccepted:
+        """Validate every message first, then publish them all; 202 with their ids in order."""
+        return BatchAccepted(messages=_send(caller, body.messages))
+
+    @app.get("/v1/jobs/{message_id}", tags=["jobs"])
+    def get_job(message_id: str, _caller: Annotated[Caller, Depends(require("ops:read"))]) -> dict[str, Any]:
+        """A job's state, progress, attempts and error."""
+        job = JobStore(engine).get(message_id)
+        if job is None:
+            raise HTTPException(404, f"no job {message_id!r} recorded")
+        return job_fields(job)
+
+    @app.post("/v1/jobs/{message_id}/cancel", tags=["jobs"])
+    def cancel_job(
+        message_id: Annotated[str, PathParam(max_length=64)],
+        caller: Annotated[Caller, Depends(require("ops:write"))],
+        body: CancelIn | None = None,
+    ) -> dict[str, Any]:
+        """Cancel a job: a queued one is skipped, a running long one stops at its next progress point."""
+        state = cancel(engine, message_id, by=f"token:{caller.name}", reason=body.reason if body else None)
+        if state != "cancelled":
+            raise HTTPException(409, f"job {message_id!r} is {state} already: it cannot be cancelled")
+        return {"message_id": message_id, "state": state}
+
+    @app.get("/v1/queues", tags=["queues"])
+    def list_queues(_caller: Annotated[Caller, Depends(require("ops:read"))]) -> list[dict[str, Any]]:
+        """Per queue: ready, unacked, delayed, parked, dead, consumers, rates, oldest message, paused."""
+        if management_url is None:
+            raise HTTPException(
+                503, "queue figures need RabbitMQ's management API (EDUJOBS_RABBITMQ_MANAGEMENT_URL)"
+            )
+        try:
+            return ops_queues.overview(
+                management_url=management_url, rabbitmq_url=rabbitmq_url, engine=engine
+            )
+        except EdujobsError as e:
+            raise HTTPException(503, str(e)) from None
+
+    @app.post("/v1/queues/{queue}/pause", tags=["queues"])
+    def pause_queue(
+        queue: str, caller: Annotated[Caller, Depends(require("ops:write"))], body: PauseIn | None = None
+    ) -> dict[str, Any]:
+        """Workers stop taking the queue's messages within seconds; the messages stay queued."""
+        try:
+            return ops_queues.pause(
+                engine, queue, by=f"token:{caller.name}", reason=body.reason if body else None
+            )
+        except ops_queues.UnknownQueueError as e:
+            raise HTTPException(404, str(e)) from None
+
+    @app.post("/v1/queues/{queue}/resume", tags=["queues"])
+    def resume_queue(queue: str, caller: Annotated[Caller, Depends(require("ops:write"))]) -> dict[str, Any]:
+        """Workers take the queue's messages again within seconds."""
+        try:
+            return ops_queues.resume(engine, queue, by=f"token:{caller.name}")
+        except ops_queues.UnknownQueueError as e:
+            raise HTTPException(404, str(e)) from None
+
+    @app.get("/v1/schedules", tags=["schedules"])
+    def get_schedules(_caller: Annotated[Caller, Depends(require("ops:read"))]) -> list[dict[str, Any]]:
+        """Every schedule (crontab, then run-time) with its next three fire times and its last fire."""
+        return list_schedules(engine, crontab, schedule_timezone)
+
+    @app.post("/v1/schedules", tags=["schedules"], status_code=201)
+    def create_schedule(
+        body: ScheduleIn, caller: Annotated[Caller, Depends(require("ops:write"))]
+    ) -> dict[str, Any]:
+        """A run-time schedule: once ``at`` a time, or recurring on ``cron``; it survives restarts."""
+        check_scope(
+            caller, f"enqueue:{get_contract(body.actor).queue}"
+        ) if body.actor in all_contracts() else None
+        try:
+            job = add_schedule(
+                engine,
+                body.name,
+                body.actor,
+                body.payload,
+                at=body.at,
+                cron=body.cron,
+                timezone=body.timezone or schedule_timezone,
+                priority=body.priority,
+                misfire=body.misfire,
+                grace_seconds=body.grace_seconds,
+                replace=body.replace,
+            )
+        except ScheduleError as e:
+            raise HTTPException(409 if "exists already" in str(e) else 422, str(e)) from None
+        audit.record(
+            engine,
+            actor=f"token:{caller.name}",
+            action="schedule.add",
+            target=body.name,
+            details={"actor": body.actor, "cron": body.cron, "at": body.at.isoformat() if body.at else None},
+        )
+        upcoming = next_fire_times(job.trigger, job.next_run_time, 3)
+        return {"name": body.name, "next": [t.isoformat() for t in upcoming]}
+
+    @app.delete("/v1/schedules/{name}", tags=["schedules"])
+    def delete_schedule(
+        name: str, caller: Annotated[Caller, Depends(require("ops:write"))]
+    ) -> dict[str, Any]:
+        """Remove a run-time schedule (crontab schedules change in code)."""
+        try:
+            remove_schedule(engine, name)
+        except ScheduleError as e:
+            raise HTTPException(404, str(e)) from None
+        audit.record(engine, actor=f"token:{caller.name}", action="schedule.remove", target=name)
+        return {"name": name, "removed": True}
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        """Prometheus exposition: the API's requests by route and status, and the queue depths."""
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/dlq", tags=["dead letters"])
+    def dlq_stats(
+        service: Dlq, _caller: Annotated[Caller, Depends(require("ops:read"))]
+    ) -> list[dict[str, Any]]:
+        """Per queue: count, oldest failure, causes grouped by fingerprint with a sample error."""
+        return service.stats()
+
+    @app.get("/v1/dlq/{queue}", tags=["dead letters"])
+    def dlq_list(
+        queue: str,
+        service: Dlq,
+        _caller: Annotated[Caller, Depends(require("ops:read"))],
+        actor: str | None = None,
+        reason: str | None = None,
+        fingerprint: str | None = None,
+        since_ms: Annotated[int | None, Query(ge=0)] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """A queue's dead letters, oldest first (nothing is removed or reordered)."""
+        letters = service.list(
+            queue, actor=actor, reason=reason, fingerprint=fingerprint, since_ms=since_ms, limit=limit
+        )
+        return [letter.summary() for letter in letters]
+
+    @app.get("/v1/dlq/{queue}/{dead_letter_id}", tags=["dead letters"])
+    def dlq_show(
+        queue: str,
+        dead_letter_id: str,
+        service: Dlq,
+        caller: Annotated[Caller, Depends(require("ops:read"))],
+        reveal: bool = False,
+    ) -> dict[str, Any]:
+        """One dead letter; personal data redacted unless ``reveal`` (needs ops:write, audit-logged)."""
+        if reveal:
+            check_scope(caller, "ops:write")
+        return service.show(dead_letter_id, queue=queue, reveal=reveal, operator=f"token:{caller.name}")
+
+    @app.post("/v1/dlq/{queue}/requeue", tags=["dead letters"])
+    def dlq_requeue(
+        queue: str, body: RequeueIn, service: Dlq, caller: Annotated[Caller, Depends(require("ops:write"))]
+    ) -> dict[str, Any]:
+        """Requeue by ids, fingerprint or all: confirmed before removal, retries reset, same id."""
+        selection = Selection(ids=frozenset(body.ids or ()), fingerprint=body.fingerprint, all=body.all)
+        result = service.requeue(queue, selection, dry_run=body.dry_run, operator=f"token:{caller.name}")
+        return result.as_dict()
+
+    @app.post("/v1/dlq/{queue}/purge", tags=["dead letters"])
+    def dlq_purge(
+        queue: str, body: PurgeIn, service: Dlq, caller: Annotated[Caller, Depends(require("ops:write"))]
+    ) -> dict[str, Any]:
+        """Remove dead letters for good (all, or those older than ``older_than_seconds``)."""
+        older = None if body.older_than_seconds is None else int(body.older_than_seconds * 1000)
+        result = service.purge(
+            queue, older_than_ms=older, dry_run=body.dry_run, operator=f"token:{caller.name}"
+        )
+        return result.as_dict()
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """RabbitMQ and the database answer (503 saying which does not)."""
+        checks: dict[str, str] = {"rabbitmq": check_rabbitmq(rabbitmq_url, timeout=2.0) or "ok"}
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as e:
+            checks["database"] = f"unreachable ({type(e).__name__})"
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse(checks, status_code=status.HTTP_200_OK if ready else 503)
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
+    @app.middleware("http")
+    async def _page_headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.url.path.startswith("/ui"):
+            # Everything the page needs ships in ops/web: nothing may load from elsewhere.
+            response.headers["Content-Security-Policy"] = "default-src 'self'; frame-ancestors 'none'"
+            response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    app.mount("/ui", StaticFiles(directory=WEB_DIR, html=True), name="ui")
+    return app
+
+
+def app_from_settings() -> FastAPI:
+    """The API configured from the environment (what ``edujobs api`` serves)."""
+    from brokers.client import default_client
+    from brokers.settings import get_settings
+    from schedules.service import load_crontab
+    from store.db import get_engine
+
+    settings = get_settings()
+    return create_app(
+        rabbitmq_url=settings.rabbitmq_url,
+        engine=get_engine(),
+        client=default_client(),
+        management_url=settings.rabbitmq_management_url,
+        max_body_bytes=settings.api_max_body_bytes,
+        rate_limit=settings.api_rate_limit,
+        rate_burst=settings.api_rate_burst,
+        crontab=load_crontab(settings.scheduler_crontab),
+        schedule_timezone=settings.schedule_timezone,
+    )

@@ -1,0 +1,240 @@
+"""``edujobs dlq``: review the dead letters, requeue, purge and export them (``ops.dlq`` does the work).
+
+Listing never removes or reorders a dead letter. ``requeue`` and ``purge`` ask for confirmation
+(``--yes`` skips it, ``--dry-run`` only says what would happen); they and ``show --reveal`` are written
+to the audit log under ``--as`` (the OS user by default).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ops.cli_common import AsJson, Operator, err, fail, progress
+from ops.dlq import DeadLetterError, DeadLetters, NotFound, Selection, default_operator
+
+dlq_app = typer.Typer(help="Dead letters: review, requeue, purge, export.", no_args_is_help=True)
+console = Console()
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def parse_duration_ms(value: str, option: str) -> int:
+    """``30m``, ``12h``, ``7d``, ``2w`` → milliseconds; exit 2 saying what is expected otherwise."""
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise fail(f"{option} {value!r} is not a duration: use a number and a unit, e.g. 30m, 12h, 7d, 2w", 2)
+    return int(float(match.group(1)) * _UNIT_MS[match.group(2)])
+
+
+def _service() -> DeadLetters:
+    from brokers.settings import get_settings
+    from store.db import get_engine
+
+    return DeadLetters(get_settings().rabbitmq_url, engine=get_engine())
+
+
+def _when(ms: Any) -> str:
+    if not ms:
+        return ""
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _run(action: Any) -> Any:
+    try:
+        return action()
+    except NotFound as e:
+        raise fail(str(e), 1) from None
+    except DeadLetterError as e:
+        raise fail(str(e), 2 if "unknown queue" in str(e) or "exactly one" in str(e) else 1) from None
+
+
+@dlq_app.command("stats")
+def stats(as_json: AsJson = False) -> None:
+    """Per queue: how many dead letters, the oldest, and the causes (fingerprints) with a sample error."""
+    result = _run(lambda: _service().stats())
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table("queue", "count", "oldest failure", "fingerprint", "n", "actor", "reason", "sample error")
+    for queue in result:
+        groups = queue["groups"] or [None]
+        for index, group in enumerate(groups):
+            head = (
+                (queue["queue"], str(queue["count"]), _when(queue["oldest"])) if index == 0 else ("", "", "")
+            )
+            tail = (
+                (
+                    group["fingerprint"],
+                    str(group["count"]),
+                    group["actor"],
+                    group["reason"],
+                    group["sample_error"][:80],
+                )
+                if group
+                else ("", "", "", "", "")
+            )
+            table.add_row(*head, *tail)
+    console.print(table)
+
+
+@dlq_app.command("list")
+def list_(
+    queue: Annotated[str, typer.Argument(help="Domain queue, e.g. notifications")],
+    actor: Annotated[str | None, typer.Option(help="Only this actor")] = None,
+    reason: Annotated[str | None, typer.Option(help="Only this reason, e.g. permanent_error")] = None,
+    since: Annotated[str | None, typer.Option(help="Only failures in the last DURATION, e.g. 2h, 7d")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many")] = 100,
+    as_json: AsJson = False,
+) -> None:
+    """List a queue's dead letters, oldest first (nothing is removed)."""
+    since_ms = None if since is None else int(time.time() * 1000) - parse_duration_ms(since, "--since")
+    letters = _run(lambda: _service().list(queue, actor=actor, reason=reason, since_ms=since_ms, limit=limit))
+    if as_json:
+        print(json.dumps([x.summary() for x in letters]))
+        return
+    table = Table("#", "id", "actor", "reason", "attempts", "last failure", "fingerprint", "error")
+    for x in letters:
+        s = x.summary()
+        table.add_row(
+            str(s["position"]), s["id"], s["actor"], s["reason"], str(s["attempts"] or ""),
+            _when(s["last_failure_at"]), s["fingerprint"], s["error"][:60],
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"{len(letters)} dead letters in {queue}.XQ", highlight=False)
+
+
+@dlq_app.command("show")
+def show(
+    dead_letter_id: Annotated[str, typer.Argument(help="A dead letter id from `dlq list`")],
+    queue: Annotated[str | None, typer.Option(help="Look only in this queue")] = None,
+    reveal: Annotated[bool, typer.Option(help="Show personal data (written to the audit log)")] = False,
+    operator: Operator = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show one dead letter: its record, traceback and arguments (personal data redacted)."""
+    detail = _run(lambda: _service().show(dead_letter_id, queue=queue, reveal=reveal, operator=operator))
+    if as_json:
+        print(json.dumps(detail, default=str))
+        return
+    table = Table(show_header=False)
+    for key, value in detail.items():
+        if key in ("first_failure_at", "last_failure_at", "message_timestamp"):
+            value = _when(value)
+        shown = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+        table.add_row(key, shown)
+    console.print(table)
+
+
+def _selection(ids: list[str] | None, fingerprint: str | None, all_: bool) -> Selection:
+    try:
+        return Selection(ids=frozenset(ids or ()), fingerprint=fingerprint, all=all_)
+    except DeadLetterError:
+        raise fail(
+            "choose what to requeue with exactly one of --id ID (repeatable), --fingerprint F or --all", 2
+        ) from None
+
+
+def _confirm(what: str, yes: bool, as_json: bool) -> None:
+    if yes:
+        return
+    if as_json:
+        raise fail("--json does not ask for confirmation: add --yes (or --dry-run to only look)", 2)
+    if not typer.confirm(what):
+        raise fail("cancelled, nothing changed", 1)
+
+
+@dlq_app.command("requeue")
+def requeue(
+    queue: Annotated[str, typer.Argument(help="Domain queue, e.g. notifications")],
+    ids: Annotated[list[str] | None, typer.Option("--id", help="A dead letter id (repeatable)")] = None,
+    fingerprint: Annotated[str | None, typer.Option(help="Every dead letter of this cause")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every dead letter of the queue")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be requeued")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
+    operator: Operator = None,
+    as_json: AsJson = False,
+) -> None:
+    """Send dead letters back to their queue (confirmed before removal; retries reset; same id)."""
+    selection = _selection(ids, fingerprint, all_)
+    service = _service()
+    planned = _run(lambda: service.requeue(queue, selection, dry_run=True))
+    if not dry_run and planned.count:
+        _confirm(f"requeue {planned.count} dead letters of {queue}.XQ to {queue}?", yes, as_json)
+    planned.dry_run = dry_run  # nothing selected: nothing to do, and say so plainly
+    if dry_run or not planned.count:
+        _report(planned.as_dict(), as_json)
+        return
+    with progress(f"requeueing to {queue}", planned.count, quiet=as_json) as advance:
+        result = _run(
+            lambda: service.requeue(
+                queue,
+                selection,
+                operator=operator or default_operator(),
+                after_publish=lambda _letter: advance(),
+            )
+        )
+    _report(result.as_dict(), as_json)
+
+
+@dlq_app.command("purge")
+def purge(
+    queue: Annotated[str, typer.Argument(help="Domain queue, e.g. notifications")],
+    older_than: Annotated[
+        str | None, typer.Option(help="Only dead letters that failed before DURATION ago, e.g. 7d")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be removed")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
+    operator: Operator = None,
+    as_json: AsJson = False,
+) -> None:
+    """Remove dead letters for good (all of the queue's, or those older than --older-than)."""
+    older_ms = None if older_than is None else parse_duration_ms(older_than, "--older-than")
+    service = _service()
+    planned = _run(lambda: service.purge(queue, older_than_ms=older_ms, dry_run=True))
+    if not dry_run and planned.count:
+        _confirm(f"delete {planned.count} dead letters of {queue}.XQ for good?", yes, as_json)
+    planned.dry_run = dry_run  # nothing selected: nothing to do, and say so plainly
+    result = (
+        planned
+        if dry_run or not planned.count
+        else _run(
+            lambda: service.purge(queue, older_than_ms=older_ms, operator=operator or default_operator())
+        )
+    )
+    _report(result.as_dict(), as_json)
+
+
+def _report(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+        return
+    verb = "would " + result["action"] if result["dry_run"] else result["action"] + "d"
+    console.print(f"{verb} {result['count']} dead letters of {result['queue']}", highlight=False)
+    for skipped in result["skipped"]:
+        console.print(f"  skipped {skipped['id']}: {skipped['why']}", highlight=False)
+
+
+@dlq_app.command("export")
+def export(
+    queue: Annotated[str, typer.Argument(help="Domain queue, e.g. notifications")],
+    file: Annotated[Path, typer.Argument(help="Where to write JSON lines ('-' for stdout)")],
+) -> None:
+    """Write every dead letter of a queue as JSON lines (full messages; nothing is removed)."""
+    if str(file) == "-":
+        import sys
+
+        _run(lambda: _service().export(queue, sys.stdout.write))
+        return
+    with file.open("w", encoding="utf-8") as out:
+        count = _run(lambda: _service().export(queue, out.write))
+    err.print(f"exported {count} dead letters of {queue}.XQ to {file}", highlight=False)

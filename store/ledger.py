@@ -1,0 +1,163 @@
+"""The side-effect ledger: an email, SMS, push or posted grade happens once per idempotency key.
+
+Delivery is at least once, so an actor with a person-visible side effect claims its key first::
+
+    claim = ledger.claim(key, channel="email", actor_name=..., message_id=...)
+    if not claim.acquired:
+        if claim.status == "pending":
+            raise SomeTransientError(...)   # another attempt is sending right now: retry later
+        return                              # already sent: do nothing
+    try:
+        provider_id = send(...)
+    except ProviderError as e:
+        ledger.release(key, error=str(e))   # nothing was sent: a retry may claim it again
+        raise
+    ledger.complete(key, provider_message_id=provider_id)
+
+A claim is a lease: a ``pending`` row older than ``lease_seconds`` (its worker died mid-send) may
+be taken over. Claims are race-safe across processes: the first insert wins through the unique
+key (INSERT ... ON CONFLICT DO NOTHING), and a take-over is a conditional UPDATE that only one
+contender can win (it checks the status and attempt count it read).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, Row, Table, select, update
+from sqlalchemy.orm import Session
+
+from store.models import Delivery
+from store.types import utcnow
+from store.upsert import insert_if_absent
+
+logger = logging.getLogger(__name__)
+
+PENDING = "pending"
+SENT = "sent"
+FAILED = "failed"
+MAX_ERROR_CHARS = 4000
+
+_deliveries: Table = Delivery.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to a claim: ``acquired`` means go ahead and perform the side effect.
+
+    When not acquired, ``status`` says why: ``pending`` (another attempt holds it now) or the
+    finished status (``sent``), with the provider's message id of that earlier delivery.
+    """
+
+    acquired: bool
+    status: str
+    provider_message_id: str | None = None
+
+
+class Ledger:
+    """Claims, completes and releases deliveries in the ``deliveries`` table."""
+
+    def __init__(self, engine: Engine, *, lease_seconds: float = 600) -> None:
+        self.engine = engine
+        self.lease = timedelta(seconds=lease_seconds)
+
+    def claim(
+        self, key: str, *, channel: str, actor_name: str, message_id: str, user_id: int | None = None
+    ) -> Claim:
+        """Take the right to perform the side effect ``key``, unless it is done or being done."""
+        now = utcnow()
+        with self.engine.begin() as connection:
+            for _ in range(3):
+                values = {
+                    "idempotency_key": key,
+                    "channel": channel,
+                    "actor_name": actor_name,
+                    "message_id": message_id,
+                    "user_id": user_id,
+                    "status": PENDING,
+                    "claimed_at": now,
+                    "attempts": 1,
+                }
+                if insert_if_absent(connection, _deliveries, values, keys=["idempotency_key"]):
+                    return Claim(True, PENDING)
+                row = self._read(connection, key)
+                if row is None:  # removed between the insert and the read (cleanup): insert again
+                    continue
+                if not self._may_take_over(row.status, row.claimed_at, now):
+                    return Claim(False, row.status, row.provider_message_id)
+                if self._take_over(connection, key, row, now, actor_name=actor_name, message_id=message_id):
+                    logger.info("Delivery %s taken over (attempt %d).", key, row.attempts + 1)
+                    return Claim(True, PENDING)
+                # Another attempt took it over first: read again to answer with its status.
+            row = self._read(connection, key)
+        return Claim(False, row.status if row else PENDING, row.provider_message_id if row else None)
+
+    def complete(self, key: str, *, provider_message_id: str | None, status: str = SENT) -> None:
+        """Record that the side effect happened (``status`` other than ``failed`` counts as done)."""
+        if status in (PENDING, FAILED):
+            raise ValueError(f"complete() records a finished delivery, not {status!r}: use release()")
+        statement = (
+            update(_deliveries)
+            .where(_deliveries.c.idempotency_key == key)
+            .values(status=status, provider_message_id=provider_message_id, completed_at=utcnow(), error=None)
+        )
+        with self.engine.begin() as connection:
+            if connection.execute(statement).rowcount == 0:
+                raise LookupError(f"no delivery {key!r} in the ledger: claim it first")
+
+    def release(self, key: str, *, error: str) -> None:
+        """Record that the attempt failed without the side effect: a retry may claim it again."""
+        statement = (
+            update(_deliveries)
+            .where(_deliveries.c.idempotency_key == key, _deliveries.c.status == PENDING)
+            .values(status=FAILED, error=error[:MAX_ERROR_CHARS], completed_at=utcnow())
+        )
+        with self.engine.begin() as connection:
+            if connection.execute(statement).rowcount == 0:
+                logger.warning("Delivery %s was not pending; release ignored.", key)
+
+    def get(self, key: str) -> Delivery | None:
+        """The ledger entry of ``key``, detached from any session."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.scalars(select(Delivery).where(Delivery.idempotency_key == key)).one_or_none()
+
+    def _may_take_over(self, status: str, claimed_at: datetime, now: datetime) -> bool:
+        if status == FAILED:
+            return True
+        return status == PENDING and now - claimed_at >= self.lease
+
+    @staticmethod
+    def _read(connection: Connection, key: str) -> Row[str, datetime, int, str | None] | None:
+        c = _deliveries.c
+        statement = select(c.status, c.claimed_at, c.attempts, c.provider_message_id).where(
+            c.idempotency_key == key
+        )
+        return connection.execute(statement).one_or_none()
+
+    @staticmethod
+    def _take_over(
+        connection: Connection,
+        key: str,
+        row: Row[str, datetime, int, str | None],
+        now: datetime,
+        *,
+        actor_name: str,
+        message_id: str,
+    ) -> bool:
+        c = _deliveries.c
+        statement = (
+            update(_deliveries)
+            # Only if nobody changed the row since it was read: one contender wins.
+            .where(c.idempotency_key == key, c.status == row.status, c.attempts == row.attempts)
+            .values(
+                status=PENDING,
+                claimed_at=now,
+                attempts=c.attempts + 1,
+                actor_name=actor_name,
+                message_id=message_id,
+                completed_at=None,
+            )
+        )
+        return connection.execute(statement).rowcount == 1

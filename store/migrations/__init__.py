@@ -1,0 +1,1 @@
+"""Alembic environment of the edujobs database (run through ``store.migrate``)."""

@@ -1,0 +1,60 @@
+"""Side effects that happen once: run an action at most once per idempotency key.
+
+Any actor whose work a person notices (an email, an SMS, a push, a posted grade) wraps it::
+
+    outcome = perform_once(ledger, key, channel="email", actor_name=..., message_id=..., action=send)
+
+- key already done: the action is not run, the earlier provider id is returned (``duplicate``);
+- key being performed by another attempt now: ``InProgressError`` (transient: retried later);
+- the action raises an ``EdujobsError``: the claim is released (a retry or requeue may try again);
+- anything else interrupts it (time limit, shutdown, crash): whether the provider acted is unknown,
+  so the claim is left to expire after the ledger's lease (at most one duplicate, after the lease).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from contracts.errors import EdujobsError, InProgressError
+from store.ledger import Ledger
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # "done" (the action ran now) or "duplicate" (it had run before)
+    provider_message_id: str | None
+
+
+def perform_once(
+    ledger: Ledger,
+    key: str,
+    *,
+    channel: str,
+    actor_name: str,
+    message_id: str,
+    action: Callable[[], str | None],
+    user_id: int | None = None,
+) -> Outcome:
+    """Run ``action`` (which returns the provider's id, if any) unless ``key`` was done already."""
+    claim = ledger.claim(key, channel=channel, actor_name=actor_name, message_id=message_id, user_id=user_id)
+    if not claim.acquired:
+        if claim.status == "pending":
+            raise InProgressError(f"{channel} delivery {key} is being performed by another attempt")
+        logger.info("Side effect %s already done (%s); not repeated.", key, claim.status)
+        return Outcome("duplicate", claim.provider_message_id)
+    try:
+        provider_id = action()
+    except EdujobsError as e:
+        ledger.release(key, error=f"{type(e).__name__}: {e}")
+        raise
+    except BaseException as e:
+        logger.warning(
+            "Side effect %s interrupted by %s; its claim expires after the lease.", key, type(e).__name__
+        )
+        raise
+    ledger.complete(key, provider_message_id=provider_id)
+    return Outcome("done", provider_id)

@@ -1,0 +1,52 @@
+"""INSERT ... ON CONFLICT for the two databases edujobs runs on, behind one function each.
+
+Both PostgreSQL and SQLite resolve the conflict inside the database, so two processes inserting
+the same key at the same moment cannot both win, and neither sees an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Table
+from sqlalchemy.dialects import postgresql, sqlite
+
+
+def _insert(connection: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    name = connection.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"edujobs supports PostgreSQL and SQLite, not {name}")
+
+
+def insert_if_absent(
+    connection: Connection, table: Table, values: Mapping[str, Any], *, keys: Sequence[str]
+) -> bool:
+    """Insert a row unless one with the same ``keys`` exists; True if this call inserted it."""
+    statement = _insert(connection, table).values(dict(values)).on_conflict_do_nothing(index_elements=keys)
+    # RETURNING, not rowcount: psycopg reports rowcount -1 for INSERT ... ON CONFLICT here.
+    return connection.execute(statement.returning(table.c[keys[0]])).first() is not None
+
+
+def upsert(
+    connection: Connection,
+    table: Table,
+    values: Mapping[str, Any],
+    *,
+    keys: Sequence[str],
+    update: Mapping[str, Any],
+    where: ColumnElement[bool] | None = None,
+) -> bool:
+    """Insert a row, or apply ``update`` to the existing one (only if ``where`` holds for it).
+
+    ``update`` values may be SQL expressions over the table's columns. True if a row was written.
+    """
+    statement = (
+        _insert(connection, table)
+        .values(dict(values))
+        .on_conflict_do_update(index_elements=keys, set_=dict(update), where=where)
+    )
+    return connection.execute(statement.returning(table.c[keys[0]])).first() is not None

@@ -1,0 +1,25 @@
+"""A worker facing a queue declared with other arguments stops at boot with a clear message."""
+
+from __future__ import annotations
+
+import pika
+import pytest
+
+from tests.worker import WorkerProcess
+
+
+def test_the_worker_exits_at_boot_naming_the_mismatched_queue(
+    edujobs_env: dict[str, str], amqp_url: str
+) -> None:
+    # Given the notifications queue created earlier with another max priority
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    connection.channel().queue_declare("notifications", durable=True, arguments={"x-max-priority": 3})
+    connection.close()
+    # When a worker starts
+    worker = WorkerProcess(edujobs_env)
+    with pytest.raises(AssertionError, match="worker exited"):
+        worker.wait_ready(timeout=60)
+    # Then it has exited (no crash loop) and says which queue and what to do
+    assert worker.stop() != 0
+    output = worker.output()
+    assert "queue 'notifications' exists in RabbitMQ with other arguments" in output

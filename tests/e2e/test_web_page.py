@@ -1,0 +1,143 @@
+"""The operators' web page, driven in headless Chromium: a requeue clicked in the page reaches the worker."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+import uvicorn
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from brokers.client import Client
+from ops.api import create_app
+from store import audit, tokens
+from store.db import make_engine
+from tests.integration.test_dlq import dead_letter
+from tests.worker import WorkerProcess, wait_until
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+MANAGEMENT = "http://guest:guest@127.0.0.1:15672"
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def api_url(edujobs_env: dict[str, str]) -> Iterator[str]:
+    engine = make_engine(edujobs_env["EDUJOBS_DATABASE_URL"])
+    client = Client(edujobs_env["EDUJOBS_RABBITMQ_URL"], signing_key=b"test-signing-key")
+    app = create_app(
+        rabbitmq_url=edujobs_env["EDUJOBS_RABBITMQ_URL"],
+        engine=engine,
+        client=client,
+        management_url=MANAGEMENT,
+    )
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, timeout=15, what="the API to start")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+    client.close()
+    engine.dispose()
+
+
+def test_a_requeue_clicked_in_the_page_reaches_the_worker(
+    edujobs_env: dict[str, str], api_url: str, browser: WebDriver
+) -> None:
+    url = edujobs_env["EDUJOBS_RABBITMQ_URL"]
+    key = f"edujobs-test:{uuid.uuid4().hex}"
+    engine = make_engine(edujobs_env["EDUJOBS_DATABASE_URL"])
+    worker = WorkerProcess(
+        {**edujobs_env, "EDUJOBS_TEST_KEY": key}, module="tests.e2e.actors_testing"
+    ).wait_ready()
+    try:
+        # Given a dead letter of a job that would now succeed, and an operator's token
+        letter = dead_letter(url, "testing.record", {"value": "requeued-from-the-page"}, error="disk full")
+        token = tokens.create(engine, name="oncall", scopes=["ops:write"], created_by="test")
+        # When the operator opens the page, gives the token, and sees the dead letters grouped by cause
+        browser.get(api_url + "/")
+        browser.find_element(By.ID, "token").send_keys(token)
+        browser.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+        wait = WebDriverWait(browser, 20)
+        row = wait.until(
+            expected_conditions.presence_of_element_located(
+                (By.CSS_SELECTOR, "#dlq tr[data-queue=maintenance]")
+            )
+        )
+        assert "testing.record" in row.text and "disk full" in row.text
+        assert browser.find_element(By.CSS_SELECTOR, "#queues tr[data-queue=media]").is_displayed()
+        # With the schedules and their next runs
+        audit_row = "#schedules tr[data-schedule=monthly-compliance-audit]"
+        schedule = browser.find_element(By.CSS_SELECTOR, audit_row)
+        assert "reports.generate_compliance_audit" in schedule.text and "never" in schedule.text
+        # And inspects the group, then clicks Requeue and confirms
+        row.find_element(By.CSS_SELECTOR, "button[data-action=inspect]").click()
+        listed = wait.until(
+            expected_conditions.presence_of_element_located(
+                (By.CSS_SELECTOR, f"#letters tr[data-id='{letter['message_id']}']")
+            )
+        )
+        assert "disk full" in listed.text
+        row.find_element(By.CSS_SELECTOR, "button[data-action=requeue]").click()
+        wait.until(expected_conditions.visibility_of_element_located((By.ID, "confirm-yes"))).click()
+        wait.until(expected_conditions.text_to_be_present_in_element((By.ID, "status"), "Requeued 1"))
+        # Then the worker runs the job, and the requeue is audited under the token's name
+        wait_until(lambda: redis.Redis().lrange(key, 0, -1) == [b"requeued-from-the-page"], timeout=30)
+        actions = [(entry.action, entry.actor) for entry in audit.recent(engine)]
+        assert ("dlq.requeue", "token:oncall") in actions
+        # And the page shows no dead letter left after its refresh
+        wait.until(expected_conditions.text_to_be_present_in_element((By.ID, "dlq"), "No dead letters."))
+    finally:
+        worker.stop()
+        redis.Redis().delete(key)
+        engine.dispose()
+
+
+def test_a_wrong_token_is_told_in_the_page(api_url: str, browser: WebDriver) -> None:
+    browser.get(api_url + "/ui/")
+    browser.find_element(By.ID, "token").send_keys("ej_wrong")
+    browser.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+    WebDriverWait(browser, 20).until(
+        expected_conditions.text_to_be_present_in_element((By.ID, "status"), "401: unknown or revoked token")
+    )
+    # And the page pulls nothing from outside the API's origin
+    time.sleep(0.2)
+    assert all(
+        entry["name"].startswith(api_url)
+        for entry in browser.execute_script("return performance.getEntriesByType('resource')")
+    )

@@ -1,0 +1,1 @@
+"""Local fake servers that speak the providers' HTTP APIs, for the real SDKs to talk to."""

@@ -1,0 +1,83 @@
+"""Job state recorded in batches on PostgreSQL, as the worker's middleware does it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from middleware.job_state import JobState, JobUpdate
+from store.db import make_engine
+from store.job_batch import BatchJobRecorder
+from store.jobs import JobStore
+from store.migrate import upgrade
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def update(message_id: str, state: str, **fields: Any) -> JobUpdate:
+    return JobUpdate(
+        message_id=message_id, state=state, at=time.time(), actor_name="a.b", queue="q", **fields
+    )
+
+
+def test_a_batch_records_each_jobs_last_state(engine: Engine) -> None:
+    # Given a job that ran and succeeded, and one whose attempt failed, in the same batch
+    recorder = BatchJobRecorder(engine)
+    recorder.apply(
+        [
+            update("m1", "running", attempts=1),
+            update("m2", "running", attempts=1),
+            update("m1", "succeeded", result_summary={"sent": 3}),
+            update("m2", "failed", attempts=1, error="TransientError: down"),
+        ]
+    )
+    jobs = JobStore(engine)
+    first, second = jobs.get("m1"), jobs.get("m2")
+    # Then each has its final state, with its times, attempts, result and error
+    assert first is not None and second is not None
+    assert (first.state, first.progress, first.result_summary, first.attempts) == (
+        "succeeded",
+        100,
+        {"sent": 3},
+        1,
+    )
+    assert first.started_at is not None and first.finished_at is not None
+    assert (second.state, second.error) == ("failed", "TransientError: down")
+    # When the second is retried and dead-lettered in a later batch
+    recorder.apply([update("m2", "running", attempts=2), update("m2", "dead", attempts=2, error="gone")])
+    second = jobs.get("m2")
+    assert second is not None and (second.state, second.attempts, second.error) == ("dead", 2, "gone")
+
+
+def test_a_cancelled_job_is_not_overwritten(engine: Engine) -> None:
+    jobs = JobStore(engine)
+    jobs.record_enqueued("m3", "a.b", "q")
+    jobs.mark_cancelled("m3", "operator")
+    BatchJobRecorder(engine).apply([update("m3", "running", attempts=1)])
+    job = jobs.get("m3")
+    assert job is not None and job.state == "cancelled"
+
+
+def test_the_middleware_flushes_on_its_own_thread(engine: Engine) -> None:
+    # Given the job-state middleware with a short flush interval, started
+    middleware = JobState(recorder=BatchJobRecorder(engine), flush_interval=0.05)
+    middleware.start()
+    try:
+        middleware._updates.put(update("m4", "running", attempts=1))
+        deadline = time.monotonic() + 5
+        while JobStore(engine).get("m4") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        middleware.stop()
+    job = JobStore(engine).get("m4")
+    assert job is not None and job.state == "running"

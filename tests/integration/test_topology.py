@@ -1,0 +1,52 @@
+"""The queue topology, read back from RabbitMQ's management API."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import pika
+import pytest
+
+from brokers.rabbitmq import TopologyError
+from brokers.settings import Settings
+from brokers.stack import build_broker
+from brokers.topology import DOMAIN_QUEUES
+from contracts.priorities import MAX_PRIORITY
+from tests.services import management_get
+
+
+def vhost_of(url: str) -> str:
+    return urllib.parse.quote(urllib.parse.unquote(url.rsplit("/", 1)[1]), safe="")
+
+
+def test_every_domain_queue_is_declared_durable_with_priority_delay_and_dead_letters(amqp_url: str) -> None:
+    # Given the edujobs broker with a 3-day dead-letter retention
+    broker = build_broker(Settings(rabbitmq_url=amqp_url, dead_letter_ttl_days=3))
+    # When it declares the topology
+    broker.declare_topology(DOMAIN_QUEUES)
+    broker.close()
+    # Then RabbitMQ holds, for each domain, the queue, its .DQ, .XQ and .wait with the right arguments
+    queues = {q["name"]: q for q in management_get(f"/api/queues/{vhost_of(amqp_url)}")}
+    for domain in DOMAIN_QUEUES:
+        main, delayed, dead, wait = (queues[domain + s] for s in ("", ".DQ", ".XQ", ".wait"))
+        for queue in (main, delayed, dead, wait):
+            assert queue["durable"] is True
+        assert main["arguments"]["x-max-priority"] == MAX_PRIORITY
+        assert main["arguments"]["x-dead-letter-routing-key"] == f"{domain}.XQ"
+        assert delayed["arguments"]["x-max-priority"] == MAX_PRIORITY
+        assert dead["arguments"]["x-message-ttl"] == 3 * 86_400_000
+        assert wait["arguments"]["x-dead-letter-routing-key"] == f"{domain}.DQ"
+        assert wait["arguments"]["x-message-ttl"] == 600_000
+
+
+def test_a_queue_declared_otherwise_is_a_clear_topology_error(amqp_url: str) -> None:
+    # Given a "media" queue created earlier without a priority argument
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    connection.channel().queue_declare("media", durable=True)
+    connection.close()
+    # When edujobs declares its topology
+    broker = build_broker(Settings(rabbitmq_url=amqp_url))
+    # Then it fails with a message naming the queue and how to migrate
+    with pytest.raises(TopologyError, match=r"queue 'media' exists in RabbitMQ with other arguments"):
+        broker.declare_topology(("media",))
+    broker.close()

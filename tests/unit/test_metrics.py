@@ -1,0 +1,293 @@
+"""Metrics in-process: edujobs' middleware stack on a StubBroker, values read from the Metrics registry.
+
+Outside the dramatiq CLI, values stay in the process (no multiprocess files); the e2e tests run a pool of
+worker processes and scrape the sum.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import dramatiq
+import pytest
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware, SkipMessage
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from brokers.settings import Settings
+from brokers.stack import build_middleware
+from contracts.errors import PermanentError, TransientError
+from middleware.metrics import (
+    Metrics,
+    make_metrics_server,
+    pool_directory,
+    prepare_pool_directory,
+    record_breaker_state,
+    record_schedule_success,
+)
+
+QUEUE = "default"
+
+
+class SkipWhenAsked(Middleware):
+    """Skips a message that asks for it, as a middleware that postpones work would."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        if message.options.get("skip_me"):
+            raise SkipMessage("asked to")
+
+
+@pytest.fixture
+def broker() -> Iterator[StubBroker]:
+    broker = StubBroker(middleware=build_middleware(Settings(record_job_state=False, metrics_port=9191)))
+    broker.add_middleware(SkipWhenAsked())
+    broker.emit_after("process_boot")
+    yield broker
+    broker.flush_all()
+    broker.close()
+
+
+@pytest.fixture
+def metrics(broker: StubBroker) -> Metrics:
+    return next(m for m in broker.middleware if isinstance(m, Metrics))
+
+
+@pytest.fixture
+def worker(broker: StubBroker) -> Iterator[dramatiq.Worker]:
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=2)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def outcomes(metrics: Metrics, actor: str) -> dict[str, float]:
+    outcomes = ("succeeded", "retried", "failed", "dead_lettered", "skipped")
+    return {
+        o: value(metrics, "edujobs_messages_total", queue=QUEUE, actor=actor, outcome=o)
+        for o in outcomes
+        if value(metrics, "edujobs_messages_total", queue=QUEUE, actor=actor, outcome=o)
+    }
+
+
+def test_a_successful_message_is_counted_and_timed(
+    broker: StubBroker, worker: dramatiq.Worker, metrics: Metrics
+) -> None:
+    # Given an actor that succeeds
+    @dramatiq.actor(broker=broker, actor_name="tests.succeed", queue_name=QUEUE)
+    def succeed() -> None:
+        pass
+
+    # When it processes three messages
+    for _ in range(3):
+        succeed.send()
+    broker.join(QUEUE, fail_fast=False)
+    worker.join()
+    # Then three successes are counted and timed, and none is left in flight
+    assert outcomes(metrics, "tests.succeed") == {"succeeded": 3}
+    labels = {"queue": QUEUE, "actor": "tests.succeed"}
+    assert value(metrics, "edujobs_message_duration_seconds_count", **labels) == 3
+    assert value(metrics, "edujobs_message_duration_seconds_bucket", le="+Inf", **labels) == 3
+    assert value(metrics, "edujobs_messages_in_flight", **labels) == 0
+    assert value(metrics, "edujobs_retries_total", **labels) == 0
+
+
+def test_a_transient_failure_is_retried_then_fails_when_retries_run_out(
+    broker: StubBroker, worker: dramatiq.Worker, metrics: Metrics
+) -> None:
+    # Given an actor that always fails transiently, with one retry
+    @dramatiq.actor(
+        broker=broker,
+        actor_name="tests.flaky",
+        queue_name=QUEUE,
+        max_retries=1,
+        min_backoff=10,
+        max_backoff=20,
+    )
+    def flaky() -> None:
+        raise TransientError("the provider is down")
+
+    # When it processes one message
+    flaky.send()
+    broker.join(QUEUE, fail_fast=False)
+    worker.join()
+    # Then the first attempt is counted as retried (one retry spent), the second as failed
+    assert outcomes(metrics, "tests.flaky") == {"retried": 1, "failed": 1}
+    labels = {"queue": QUEUE, "actor": "tests.flaky"}
+    assert value(metrics, "edujobs_retries_total", **labels) == 1
+    assert value(metrics, "edujobs_message_duration_seconds_count", **labels) == 2
+    assert len(broker.dead_letters) == 1
+
+
+def test_a_permanent_error_fails_at_once_without_spending_a_retry(
+    broker: StubBroker, worker: dramatiq.Worker, metrics: Metrics
+) -> None:
+    @dramatiq.actor(broker=broker, actor_name="tests.refuse", queue_name=QUEUE)
+    def refuse() -> None:
+        raise PermanentError("unknown user")
+
+    refuse.send()
+    broker.join(QUEUE, fail_fast=False)
+    worker.join()
+    assert outcomes(metrics, "tests.refuse") == {"failed": 1}
+    assert value(metrics, "edujobs_retries_total", queue=QUEUE, actor="tests.refuse") == 0
+
+
+def test_rejected_and_skipped_messages_are_counted_without_a_duration(
+    broker: StubBroker, worker: dramatiq.Worker, metrics: Metrics
+) -> None:
+    ran: list[str] = []
+
+    @dramatiq.actor(broker=broker, actor_name="tests.guarded", queue_name=QUEUE)
+    def guarded(label: str) -> None:
+        ran.append(label)
+
+    # Given a message with a forged signature and one that a middleware skips
+    guarded.send_with_options(args=("forged",), signature="0" * 64)
+    guarded.send_with_options(args=("postponed",), skip_me=True)
+    broker.join(QUEUE, fail_fast=False)
+    worker.join()
+    # Then neither ran: the forged one was dead-lettered, the other skipped
+    assert ran == []
+    assert outcomes(metrics, "tests.guarded") == {"dead_lettered": 1, "skipped": 1}
+    labels = {"queue": QUEUE, "actor": "tests.guarded"}
+    assert value(metrics, "edujobs_message_duration_seconds_count", **labels) == 0
+    assert value(metrics, "edujobs_messages_in_flight", **labels) == 0
+
+
+def test_a_running_message_is_in_flight(
+    broker: StubBroker, worker: dramatiq.Worker, metrics: Metrics
+) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    @dramatiq.actor(broker=broker, actor_name="tests.slow", queue_name=QUEUE)
+    def slow() -> None:
+        started.set()
+        release.wait(10)
+
+    slow.send()
+    assert started.wait(10)
+    labels = {"queue": QUEUE, "actor": "tests.slow"}
+    assert value(metrics, "edujobs_messages_in_flight", **labels) == 1
+    release.set()
+    broker.join(QUEUE, fail_fast=False)
+    worker.join()
+    assert value(metrics, "edujobs_messages_in_flight", **labels) == 0
+
+
+def test_a_scheduled_job_records_its_last_success(
+    broker: StubBroker, worker: dramatiq.Worker, metrics: Metrics
+) -> None:
+    @dramatiq.actor(broker=broker, actor_name="tests.nightly", queue_name=QUEUE)
+    def nightly() -> None:
+        pass
+
+    nightly.send_with_options(schedule="nightly-cleanup")
+    broker.join(QUEUE, fail_fast=False)
+    worker.join()
+    last = value(metrics, "edujobs_schedule_last_success_timestamp_seconds", schedule="nightly-cleanup")
+    assert last > 1_700_000_000
+    record_schedule_success("weekly-trends", at=1_800_000_000.0)
+    assert value(metrics, "edujobs_schedule_last_success_timestamp_seconds", schedule="weekly-trends") == (
+        1_800_000_000.0
+    )
+
+
+def test_dead_letters_are_counted_by_queue_and_reason(broker: StubBroker, metrics: Metrics) -> None:
+    # EdujobsBroker calls this hook once per confirmed dead letter (the StubBroker does not).
+    broker.emit_after("dead_letter", "notifications", {"reason": "bad_signature"}, None)
+    broker.emit_after("dead_letter", "notifications", {"reason": "bad_signature"}, None)
+    broker.emit_after("dead_letter", "media", {"reason": "undecodable"}, None)
+    assert value(metrics, "edujobs_dead_letters_total", queue="notifications", reason="bad_signature") == 2
+    assert value(metrics, "edujobs_dead_letters_total", queue="media", reason="undecodable") == 1
+
+
+def test_breaker_states_are_recorded_by_provider(metrics: Metrics) -> None:
+    record_breaker_state("sendgrid", "open")
+    record_breaker_state("twilio", "closed")
+    assert value(metrics, "edujobs_circuit_breaker_state", provider="sendgrid") == 2
+    assert value(metrics, "edujobs_circuit_breaker_state", provider="twilio") == 0
+    record_breaker_state("sendgrid", "half-open")
+    assert value(metrics, "edujobs_circuit_breaker_state", provider="sendgrid") == 1
+    record_breaker_state("sendgrid", "sideways")  # unknown: ignored
+    assert value(metrics, "edujobs_circuit_breaker_state", provider="sendgrid") == 1
+
+
+def test_metrics_can_be_disabled_with_port_zero() -> None:
+    stack = build_middleware(Settings(record_job_state=False, metrics_port=0))
+    assert not any(isinstance(m, Metrics) for m in stack)
+
+
+def test_the_exposition_forks_only_when_given() -> None:
+    assert Metrics().forks == []
+    [fork] = next(
+        m for m in build_middleware(Settings(record_job_state=False)) if isinstance(m, Metrics)
+    ).forks
+    assert f"{fork.__module__}:{fork.__name__}" == "brokers.queue_stats:run_metrics_server"
+
+
+class FixedCollector:
+    def collect(self) -> list[Metric]:
+        gauge = GaugeMetricFamily("edujobs_test_answer", "A fixed value.")
+        gauge.add_metric([], 42)
+        return [gauge]
+
+
+def test_the_server_serves_the_pool_files_and_collectors_on_its_host_only(tmp_path: Path) -> None:
+    server = make_metrics_server(
+        host="127.0.0.1", port=0, directory=str(tmp_path), collectors=[FixedCollector()]
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        assert host == "127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            body = response.read().decode()
+        assert "edujobs_test_answer 42.0" in body
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.2:{port}/metrics", timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_busy_port_is_an_error(tmp_path: Path) -> None:
+    first = make_metrics_server(host="127.0.0.1", port=0, directory=None)
+    try:
+        with pytest.raises(OSError):
+            make_metrics_server(host="127.0.0.1", port=first.server_address[1], directory=None)
+    finally:
+        first.server_close()
+
+
+def test_outside_the_dramatiq_cli_values_stay_in_the_process(tmp_path: Path, metrics: Metrics) -> None:
+    assert pool_directory(str(tmp_path)) is None
+    assert metrics.pool_directory is None
+
+
+def test_boot_removes_the_files_of_pools_that_stopped(tmp_path: Path) -> None:
+    # Given the directory of a pool whose master has exited, and of one still running
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
+    )
+    stale = tmp_path / f"pool-{int(ended.stdout)}"
+    stale.mkdir()
+    (stale / "counter_1.db").write_bytes(b"old")
+    running = tmp_path / f"pool-{os.getppid()}"
+    running.mkdir()
+    (tmp_path / "notes.txt").write_text("not ours")
+    # When a worker of a new pool boots
+    mine = tmp_path / "pool-999999999"
+    prepare_pool_directory(str(tmp_path), str(mine))
+    # Then only the stopped pool's files are gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["notes.txt", running.name, mine.name])

@@ -1,0 +1,89 @@
+"""The SendGrid adapter drives the real sendgrid client against a local fake SendGrid."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import pytest
+
+from actors.notifications.providers.sendgrid import Attachment, Email, SendGridMailer
+from contracts.errors import ProviderRejectedError, ProviderUnavailableError, RateLimitedError
+from tests.fakes.http import Reply
+from tests.fakes.sendgrid import FakeSendGrid
+
+
+@pytest.fixture
+def sendgrid() -> Iterator[FakeSendGrid]:
+    server = FakeSendGrid().start()
+    yield server
+    server.stop()
+
+
+def mailer(server: FakeSendGrid, timeout: float = 5) -> SendGridMailer:
+    return SendGridMailer(
+        api_key="SG.key",
+        host=server.url,
+        timeout=timeout,
+        from_email="school@example.edu",
+        from_name="School",
+    )
+
+
+EMAIL = Email(
+    to="ada@example.edu",
+    to_name="Ada",
+    subject="Hi",
+    text="plain",
+    html="<p>html</p>",
+    categories=("welcome",),
+    custom_args={"message_id": "m1"},
+    attachments=(Attachment("r.csv", b"a,b\n", "text/csv"),),
+)
+
+
+def test_an_email_arrives_field_by_field(sendgrid: FakeSendGrid) -> None:
+    provider_id = mailer(sendgrid).send(EMAIL)
+    [request] = sendgrid.requests
+    body = request.json()
+    assert request.headers["authorization"] == "Bearer SG.key"
+    assert provider_id and provider_id.startswith("fake-sg-")
+    assert body["personalizations"] == [{"to": [{"email": "ada@example.edu", "name": "Ada"}]}]
+    assert body["from"] == {"email": "school@example.edu", "name": "School"}
+    assert body["subject"] == "Hi"
+    assert body["content"][0] == {"type": "text/plain", "value": "plain"}
+    assert body["categories"] == ["welcome"]
+    assert body["custom_args"] == {"message_id": "m1"}
+    assert base64.b64decode(body["attachments"][0]["content"]) == b"a,b\n"
+
+
+def test_429_is_a_rate_limit_carrying_retry_after(sendgrid: FakeSendGrid) -> None:
+    sendgrid.queue(Reply(429, {"errors": [{"message": "too many"}]}, {"Retry-After": "7"}))
+    with pytest.raises(RateLimitedError) as error:
+        mailer(sendgrid).send(EMAIL)
+    assert error.value.retry_after == 7
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_5xx_is_transient(sendgrid: FakeSendGrid, status: int) -> None:
+    sendgrid.queue(Reply(status, {"errors": [{"message": "down"}]}))
+    with pytest.raises(ProviderUnavailableError):
+        mailer(sendgrid).send(EMAIL)
+
+
+def test_400_is_permanent_with_sendgrids_reason(sendgrid: FakeSendGrid) -> None:
+    sendgrid.queue(Reply(400, {"errors": [{"message": "Does not contain a valid address."}]}))
+    with pytest.raises(ProviderRejectedError, match="valid address"):
+        mailer(sendgrid).send(EMAIL)
+
+
+def test_a_slow_provider_times_out_as_transient(sendgrid: FakeSendGrid) -> None:
+    sendgrid.queue(Reply(202, None, {}, delay=2))
+    with pytest.raises(ProviderUnavailableError, match=r"in time|unreachable"):
+        mailer(sendgrid, timeout=0.3).send(EMAIL)
+
+
+def test_a_closed_port_is_transient() -> None:
+    closed = SendGridMailer(api_key="k", host="http://127.0.0.1:9", timeout=1, from_email="a@b.c")
+    with pytest.raises(ProviderUnavailableError):
+        closed.send(EMAIL)
