@@ -98,6 +98,7 @@ class RequeueIn(BaseModel):
 
 
 class PurgeIn(BaseModel):
+    fingerprint: str | None = Field(default=None, max_length=64, description="Only this cause's dead letters")
     older_than_seconds: float | None = Field(default=None, ge=0, le=10 * 365 * 86_400)
     dry_run: bool = False
 
@@ -384,10 +385,15 @@ def create_app(
     def dlq_purge(
         queue: str, body: PurgeIn, service: Dlq, caller: Annotated[Caller, Depends(require("ops:write"))]
     ) -> dict[str, Any]:
-        """Remove dead letters for good (all, or those older than ``older_than_seconds``)."""
+        """Remove dead letters for good: all, or one cause's (``fingerprint``), and of those only the
+        ones older than ``older_than_seconds`` if given."""
         older = None if body.older_than_seconds is None else int(body.older_than_seconds * 1000)
         result = service.purge(
-            queue, older_than_ms=older, dry_run=body.dry_run, operator=f"token:{caller.name}"
+            queue,
+            fingerprint=body.fingerprint,
+            older_than_ms=older,
+            dry_run=body.dry_run,
+            operator=f"token:{caller.name}",
         )
         return result.as_dict()
 

@@ -1,8 +1,9 @@
 """``edujobs dlq``: review the dead letters, requeue, purge and export them (``ops.dlq`` does the work).
 
 Listing never removes or reorders a dead letter. ``requeue`` and ``purge`` ask for confirmation
-(``--yes`` skips it, ``--dry-run`` only says what would happen); they and ``show --reveal`` are written
-to the audit log under ``--as`` (the OS user by default).
+(``--yes`` skips it, ``--dry-run`` only says what would happen); they, ``export`` and ``show --reveal``
+are written to the audit log under ``--as`` (the OS user by default). ``show`` and ``export`` redact
+personal data unless ``--reveal``.
 """
 
 from __future__ import annotations
@@ -168,6 +169,12 @@ def requeue(
     selection = _selection(ids, fingerprint, all_)
     service = _service()
     planned = _run(lambda: service.requeue(queue, selection, dry_run=True))
+    missing = sorted(selection.ids - set(planned.ids) - {s["id"] for s in planned.skipped})
+    if missing:
+        raise fail(
+            f"no dead letter {', '.join(missing)} in {queue}.XQ: nothing was requeued "
+            f"(see `edujobs dlq list {queue}` for the ids)"
+        )
     if not dry_run and planned.count:
         _confirm(f"requeue {planned.count} dead letters of {queue}.XQ to {queue}?", yes, as_json)
     planned.dry_run = dry_run  # nothing selected: nothing to do, and say so plainly
@@ -189,6 +196,7 @@ def requeue(
 @dlq_app.command("purge")
 def purge(
     queue: Annotated[str, typer.Argument(help="Domain queue, e.g. notifications")],
+    fingerprint: Annotated[str | None, typer.Option(help="Only the dead letters of this cause")] = None,
     older_than: Annotated[
         str | None, typer.Option(help="Only dead letters that failed before DURATION ago, e.g. 7d")
     ] = None,
@@ -197,20 +205,24 @@ def purge(
     operator: Operator = None,
     as_json: AsJson = False,
 ) -> None:
-    """Remove dead letters for good (all of the queue's, or those older than --older-than)."""
+    """Remove dead letters for good: all of the queue's, or one cause's (--fingerprint), and of those
+    only the ones older than --older-than if given."""
     older_ms = None if older_than is None else parse_duration_ms(older_than, "--older-than")
     service = _service()
-    planned = _run(lambda: service.purge(queue, older_than_ms=older_ms, dry_run=True))
-    if not dry_run and planned.count:
-        _confirm(f"delete {planned.count} dead letters of {queue}.XQ for good?", yes, as_json)
-    planned.dry_run = dry_run  # nothing selected: nothing to do, and say so plainly
-    result = (
-        planned
-        if dry_run or not planned.count
-        else _run(
-            lambda: service.purge(queue, older_than_ms=older_ms, operator=operator or default_operator())
+
+    def run(dry: bool, by: str | None = None) -> Any:
+        return _run(
+            lambda: service.purge(
+                queue, fingerprint=fingerprint, older_than_ms=older_ms, dry_run=dry, operator=by
+            )
         )
-    )
+
+    planned = run(True)
+    cause = f" of cause {fingerprint}" if fingerprint else ""
+    if not dry_run and planned.count:
+        _confirm(f"delete {planned.count} dead letters{cause} of {queue}.XQ for good?", yes, as_json)
+    planned.dry_run = dry_run  # nothing selected: nothing to do, and say so plainly
+    result = planned if dry_run or not planned.count else run(False, operator or default_operator())
     _report(result.as_dict(), as_json)
 
 
@@ -228,13 +240,24 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
 def export(
     queue: Annotated[str, typer.Argument(help="Domain queue, e.g. notifications")],
     file: Annotated[Path, typer.Argument(help="Where to write JSON lines ('-' for stdout)")],
+    reveal: Annotated[
+        bool, typer.Option(help="Write personal data unredacted (full messages; written to the audit log)")
+    ] = False,
+    operator: Operator = None,
 ) -> None:
-    """Write every dead letter of a queue as JSON lines (full messages; nothing is removed)."""
+    """Write every dead letter of a queue as JSON lines (personal data redacted unless --reveal;
+    nothing is removed; audited)."""
+    by = operator or default_operator()
     if str(file) == "-":
         import sys
 
-        _run(lambda: _service().export(queue, sys.stdout.write))
+        _run(lambda: _service().export(queue, sys.stdout.write, reveal=reveal, destination="-", operator=by))
         return
     with file.open("w", encoding="utf-8") as out:
-        count = _run(lambda: _service().export(queue, out.write))
-    err.print(f"exported {count} dead letters of {queue}.XQ to {file}", highlight=False)
+        count = _run(
+            lambda: _service().export(
+                queue, out.write, reveal=reveal, destination=str(file.resolve()), operator=by
+            )
+        )
+    shown = "unredacted" if reveal else "personal data redacted"
+    err.print(f"exported {count} dead letters of {queue}.XQ to {file} ({shown})", highlight=False)

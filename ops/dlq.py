@@ -1,6 +1,7 @@
 """Dead-letter review: list, inspect, requeue, purge and export the dead letters of ``Q.XQ``.
 
-One implementation behind the ``edujobs dlq`` commands and the HTTP API.
+One implementation behind the ``edujobs dlq`` commands and the HTTP API (``ops.dead_letter`` reads
+one dead letter and redacts what it shows).
 
 RabbitMQ cannot peek at a queue, so every read takes the messages on a dedicated channel *without
 acknowledging them* (``basic_get`` with manual acks) and then closes that channel: RabbitMQ puts every
@@ -11,22 +12,19 @@ the selected ones; every other message goes back untouched when the channel clos
 the confirm and the ack leaves the dead letter in place and the message requeued, which is at worst a
 duplicate with the same message id, deduplicated by the ledger: nothing is ever lost.
 
-A dead letter is the original Dramatiq message with ``options["dead_letter"]`` (see ``brokers.dlq``)
-and ``x-edujobs-*`` headers; an undecodable body has only the headers and is shown as raw base64.
+Every requeue, purge, export and reveal is audited; an action that fails halfway is audited too,
+with what it did before failing.
 """
 
 from __future__ import annotations
 
-import base64
 import builtins
 import contextlib
 import getpass
-import hashlib
 import json
 import logging
-import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,28 +35,21 @@ from sqlalchemy import Engine
 
 from brokers.topology import DOMAIN_QUEUES, canonical, dead_letter_queue
 from contracts.errors import EdujobsError
+from ops.dead_letter import REDACTED, DeadLetter, parse, redact, requeued_body
+
+__all__ = [
+    "REDACTED",
+    "ActionResult",
+    "DeadLetter",
+    "DeadLetterError",
+    "DeadLetters",
+    "NotFound",
+    "Selection",
+    "default_operator",
+    "redact",
+]
 
 logger = logging.getLogger(__name__)
-
-#: Options that belong to one life of a message and are reset when it is requeued.
-RESET_OPTIONS = (
-    "retries",
-    "dead_letter",
-    "dead_letter_reason",
-    "dead_letter_exception",
-    "traceback",
-    "first_failure_at",
-    "requeue_timestamp",
-    "eta",
-)
-
-REDACTED = "[redacted]"
-_SENSITIVE_KEY = re.compile(
-    r"(e[-_]?mail|phone|mobile|name|token|password|passwd|secret|api[-_]?key|address|birth|ssn|iban|card)",
-    re.IGNORECASE,
-)
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_PHONE = re.compile(r"(?<![\w.])\+?\d[\d ().-]{7,}\d(?![\w.])")
 
 
 class DeadLetterError(EdujobsError):
@@ -67,138 +58,6 @@ class DeadLetterError(EdujobsError):
 
 class NotFound(DeadLetterError):
     """Raised when no dead letter has the given id."""
-
-
-def redact(value: Any, key: str | None = None) -> Any:
-    """``value`` with personal data replaced: values under sensitive keys (emails, phones, names,
-    tokens...) and email addresses or phone numbers inside any string."""
-    sensitive = key is not None and _SENSITIVE_KEY.search(key) is not None
-    if sensitive and value not in (None, "") and not isinstance(value, dict | list):
-        return REDACTED
-    if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        return _PHONE.sub(REDACTED, _EMAIL.sub(REDACTED, value))
-    return value
-
-
-@dataclass
-class DeadLetter:
-    """One dead letter as read from ``Q.XQ``."""
-
-    id: str
-    queue: str
-    position: int
-    body: bytes
-    headers: dict[str, Any]
-    priority: int | None
-    message: dict[str, Any] | None  # None: the body is not a Dramatiq message
-    record: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def decoded(self) -> bool:
-        return self.message is not None
-
-    @property
-    def actor(self) -> str:
-        return str((self.message or {}).get("actor_name", ""))
-
-    @property
-    def reason(self) -> str:
-        return str(self.record.get("reason", ""))
-
-    @property
-    def fingerprint(self) -> str:
-        return str(self.record.get("fingerprint", ""))
-
-    @property
-    def last_failure_at(self) -> int:
-        return int(self.record.get("last_failure_at") or 0)
-
-    def summary(self) -> dict[str, Any]:
-        """What a listing shows: no arguments, no traceback."""
-        return {
-            "id": self.id,
-            "queue": self.queue,
-            "position": self.position,
-            "actor": self.actor,
-            "reason": self.reason,
-            "exception_type": self.record.get("exception_type", ""),
-            "error": redact(str(self.record.get("error", ""))),
-            "attempts": self.record.get("attempts"),
-            "first_failure_at": self.record.get("first_failure_at"),
-            "last_failure_at": self.record.get("last_failure_at"),
-            "fingerprint": self.fingerprint,
-            "worker": self.record.get("worker", ""),
-            "decoded": self.decoded,
-        }
-
-    def detail(self, *, reveal: bool = False) -> dict[str, Any]:
-        """Everything about the dead letter; arguments redacted unless ``reveal``."""
-        data = self.summary()
-        data["error"] = str(self.record.get("error", "")) if reveal else data["error"]
-        data["traceback"] = self.record.get("traceback", "")
-        data["headers"] = {k: v for k, v in self.headers.items()}
-        data["revealed"] = reveal
-        if self.message is None:
-            data["raw_base64"] = base64.b64encode(self.body).decode() if reveal else REDACTED
-            data["raw_bytes"] = len(self.body)
-            return data
-        args = self.message.get("args", [])
-        kwargs = self.message.get("kwargs", {})
-        data["args"] = args if reveal else redact(args)
-        data["kwargs"] = kwargs if reveal else redact(kwargs)
-        data["options"] = {
-            k: v for k, v in self.message.get("options", {}).items() if k not in ("dead_letter", "traceback")
-        }
-        data["message_timestamp"] = self.message.get("message_timestamp")
-        return data
-
-    def export(self) -> dict[str, Any]:
-        """One JSON line of ``export``: the full message (or raw base64 body) and its headers."""
-        data = self.summary()
-        data["headers"] = self.headers
-        data["priority"] = self.priority
-        if self.message is None:
-            data["raw_base64"] = base64.b64encode(self.body).decode()
-        else:
-            data["message"] = self.message
-        return data
-
-
-def parse(
-    queue: str, position: int, body: bytes, headers: Mapping[str, Any], priority: int | None
-) -> DeadLetter:
-    """Read one dead letter; an undecodable body keeps its bytes and its record from the headers."""
-    clean = {k: (v.decode(errors="replace") if isinstance(v, bytes) else v) for k, v in headers.items()}
-    message: dict[str, Any] | None
-    try:
-        loaded = json.loads(body)
-        message = loaded if isinstance(loaded, dict) and "message_id" in loaded else None
-    except (ValueError, UnicodeDecodeError):
-        message = None
-    record: dict[str, Any] = {}
-    if message is not None:
-        record = dict((message.get("options") or {}).get("dead_letter") or {})
-    if not record:
-        record = {
-            "reason": clean.get("x-edujobs-reason", ""),
-            "exception_type": clean.get("x-edujobs-exception", ""),
-            "error": clean.get("x-edujobs-error", ""),
-            "traceback": "",
-            "attempts": clean.get("x-edujobs-attempts"),
-            "first_failure_at": clean.get("x-edujobs-first-failure-at"),
-            "last_failure_at": clean.get("x-edujobs-last-failure-at"),
-            "fingerprint": clean.get("x-edujobs-fingerprint", ""),
-            "worker": clean.get("x-edujobs-worker", ""),
-        }
-    if message is not None:
-        ident = str(message["message_id"])
-    else:
-        ident = "raw-" + hashlib.sha1(body).hexdigest()[:16]
-    return DeadLetter(ident, canonical(queue), position, body, clean, priority, message, record)
 
 
 @dataclass
@@ -413,12 +272,30 @@ class DeadLetters:
             self._audit(operator, "dlq.reveal", letter.queue, {"id": letter.id, "count": 1})
         return letter.detail(reveal=reveal)
 
-    def export(self, queue: str, write: Callable[[str], Any]) -> int:
-        """Write every dead letter of ``queue`` as one JSON line each (nothing removed); return how many."""
-        letters = self.read(queue)
-        for letter in letters:
-            write(json.dumps(letter.export(), default=str) + "\n")
-        return len(letters)
+    def export(
+        self,
+        queue: str,
+        write: Callable[[str], Any],
+        *,
+        reveal: bool = False,
+        destination: str = "",
+        operator: str | None = None,
+    ) -> int:
+        """Write every dead letter of ``queue`` as one JSON line each (nothing removed); return how
+        many. Personal data is redacted unless ``reveal``; the export is audited either way (who, how
+        many, to where), even when writing fails halfway."""
+        name = self._check_queue(queue)
+        written = 0
+        try:
+            for letter in self.read(name):
+                write(json.dumps(letter.export(reveal=reveal), default=str) + "\n")
+                written += 1
+        except BaseException as e:
+            details = {"count": written, "file": destination, "revealed": reveal, "failed": _describe(e)}
+            self._audit_even_if_failing(operator, "dlq.export", name, details)
+            raise
+        self._audit(operator, "dlq.export", name, {"count": written, "file": destination, "revealed": reveal})
+        return written
 
     # -- actions --------------------------------------------------------------------------------
 
@@ -435,74 +312,95 @@ class DeadLetters:
         before its dead letter is removed; retries reset, ``dead_letter`` kept as
         ``options["requeued_from"]``, same message id (the ledger dedupes a duplicate).
         ``after_publish`` is called for each letter between the confirm and its removal (the CLI's
-        progress bar; tests interrupt a requeue there)."""
+        progress bar; tests interrupt a requeue there). If the requeue fails halfway, the audit
+        entry says how many were requeued before it failed and which one was left in both places."""
         name = self._check_queue(queue)
         result = ActionResult("requeue", name, dry_run)
         now_ms = int(time.time() * 1000)
-        with self._connection() as connection:
-            if not self._exists(connection, dead_letter_queue(name)):
-                return result
-            channel = connection.channel()
-            channel.confirm_delivery()
-            for held in self._hold(channel, name):
-                letter = held.letter
-                if not selection.matches(letter, now_ms):
-                    continue
-                if letter.message is None:
-                    result.skipped.append({"id": letter.id, "why": "the body is not a Dramatiq message"})
-                    continue
-                result.ids.append(letter.id)
-                if dry_run:
-                    continue
-                body = requeued_body(letter, now_ms)
-                try:
-                    channel.basic_publish(
-                        exchange="",
-                        routing_key=letter.queue,
-                        body=body,
-                        properties=pika.BasicProperties(
-                            delivery_mode=2, priority=letter.priority, message_id=letter.id
-                        ),
-                        mandatory=True,
-                    )
-                except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as e:
-                    raise DeadLetterError(
-                        f"RabbitMQ did not accept the requeue of {letter.id} to {letter.queue!r} "
-                        f"({type(e).__name__}); "
-                        f"{len(result.ids) - 1} were requeued before it, the rest are untouched"
-                    ) from None
-                if after_publish is not None:
-                    after_publish(letter)
-                channel.basic_ack(held.tag)
+        in_both: list[str] = []  # published but not removed: the failure struck between the two
+        try:
+            with self._connection() as connection:
+                if not self._exists(connection, dead_letter_queue(name)):
+                    return result
+                channel = connection.channel()
+                channel.confirm_delivery()
+                for held in self._hold(channel, name):
+                    letter = held.letter
+                    if not selection.matches(letter, now_ms):
+                        continue
+                    if letter.message is None:
+                        result.skipped.append({"id": letter.id, "why": "the body is not a Dramatiq message"})
+                        continue
+                    if dry_run:
+                        result.ids.append(letter.id)
+                        continue
+                    self._republish(channel, letter, now_ms, done=result.count)
+                    in_both.append(letter.id)
+                    if after_publish is not None:
+                        after_publish(letter)
+                    channel.basic_ack(held.tag)
+                    in_both.remove(letter.id)
+                    result.ids.append(letter.id)
+        except BaseException as e:
+            if not dry_run and (result.count or in_both):
+                details = {**_details(result, selection), "failed": _describe(e), "in_both": in_both}
+                self._audit_even_if_failing(operator, "dlq.requeue", name, details)
+            raise
         if not dry_run and result.count:
             self._audit(operator, "dlq.requeue", name, _details(result, selection))
         return result
+
+    def _republish(self, channel: BlockingChannel, letter: DeadLetter, now_ms: int, *, done: int) -> None:
+        try:
+            channel.basic_publish(
+                exchange="",
+                routing_key=letter.queue,
+                body=requeued_body(letter, now_ms),
+                properties=pika.BasicProperties(
+                    delivery_mode=2, priority=letter.priority, message_id=letter.id
+                ),
+                mandatory=True,
+            )
+        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as e:
+            raise DeadLetterError(
+                f"RabbitMQ did not accept the requeue of {letter.id} to {letter.queue!r} "
+                f"({type(e).__name__}); {done} were requeued before it, the rest are untouched"
+            ) from None
 
     def purge(
         self,
         queue: str,
         *,
+        fingerprint: str | None = None,
         older_than_ms: int | None = None,
         dry_run: bool = False,
         operator: str | None = None,
     ) -> ActionResult:
-        """Remove the dead letters of ``queue`` (only those whose last failure is older than
-        ``older_than_ms`` if given)."""
+        """Remove the dead letters of ``queue``: all, or those of one cause (``fingerprint``), and of
+        those only the ones whose last failure is older than ``older_than_ms`` if given. If the purge
+        fails halfway, the audit entry says how many removals were sent before it failed."""
         name = self._check_queue(queue)
-        selection = Selection(all=True, older_than_ms=older_than_ms)
+        selection = Selection(all=fingerprint is None, fingerprint=fingerprint, older_than_ms=older_than_ms)
         result = ActionResult("purge", name, dry_run)
         now_ms = int(time.time() * 1000)
-        with self._connection() as connection:
-            if not self._exists(connection, dead_letter_queue(name)):
-                return result
-            channel = connection.channel()
-            for held in self._hold(channel, name):
-                if selection.matches(held.letter, now_ms):
-                    result.ids.append(held.letter.id)
-                    if not dry_run:
-                        channel.basic_ack(held.tag)
-            if not dry_run:
-                channel.close()  # the acks reach RabbitMQ before the audit entry says they did
+        try:
+            with self._connection() as connection:
+                if not self._exists(connection, dead_letter_queue(name)):
+                    return result
+                channel = connection.channel()
+                for held in self._hold(channel, name):
+                    if selection.matches(held.letter, now_ms):
+                        if not dry_run:
+                            channel.basic_ack(held.tag)
+                        result.ids.append(held.letter.id)
+                if not dry_run:
+                    channel.close()  # the acks reach RabbitMQ before the audit entry says they did
+        except BaseException as e:
+            if not dry_run and result.count:
+                # Acks are not confirmed one by one: up to ``count`` of them may have been applied.
+                details = {**_details(result, selection), "failed": _describe(e)}
+                self._audit_even_if_failing(operator, "dlq.purge", name, details)
+            raise
         if not dry_run and result.count:
             self._audit(operator, "dlq.purge", name, _details(result, selection))
         return result
@@ -515,6 +413,20 @@ class DeadLetters:
         audit.record(
             self.engine, actor=operator or default_operator(), action=action, target=target, details=details
         )
+
+    def _audit_even_if_failing(
+        self, operator: str | None, action: str, target: str, details: dict[str, Any]
+    ) -> None:
+        """Audit while an exception may be on its way up: a failing audit is logged, not raised,
+        so that the caller sees the error that interrupted the action."""
+        try:
+            self._audit(operator, action, target, details)
+        except Exception:
+            logger.exception("Could not write the audit entry of %s on %s: %s", action, target, details)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:500]
 
 
 def _details(result: ActionResult, selection: Selection) -> dict[str, Any]:
@@ -529,25 +441,3 @@ def _details(result: ActionResult, selection: Selection) -> dict[str, Any]:
             "older_than_ms": selection.older_than_ms,
         },
     }
-
-
-def requeued_body(letter: DeadLetter, now_ms: int) -> bytes:
-    """The message as it is republished: same id, actor, arguments and signature; retries reset;
-    the dead letter's record kept as ``options["requeued_from"]``."""
-    assert letter.message is not None
-    message = dict(letter.message)
-    options = dict(message.get("options") or {})
-    record = options.get("dead_letter") or letter.record
-    for key in RESET_OPTIONS:
-        options.pop(key, None)
-    options["requeued_from"] = {
-        "dead_letter_id": letter.id,
-        "message_id": message.get("message_id"),
-        "reason": record.get("reason", ""),
-        "fingerprint": record.get("fingerprint", ""),
-        "attempts": record.get("attempts"),
-        "at": now_ms,
-    }
-    message["options"] = options
-    message["queue_name"] = letter.queue
-    return json.dumps(message, separators=(",", ":")).encode()

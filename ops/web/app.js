@@ -124,7 +124,7 @@ async function loadDeadLetters() {
       const actions = document.createElement("td");
       actions.appendChild(button("Inspect", () => guarded(() => showGroup(queue.queue, g.fingerprint)), "inspect"));
       actions.appendChild(button("Requeue", () => guarded(() => requeue(queue.queue, { fingerprint: g.fingerprint }, `${g.count} dead letter(s) of ${g.actor} (${g.reason})`)), "requeue"));
-      actions.appendChild(button("Purge", () => guarded(() => purgeQueue(queue.queue)), "purge"));
+      actions.appendChild(button("Purge", () => guarded(() => purgeCause(queue.queue, g)), "purge"));
       tr.appendChild(actions);
       body.appendChild(tr);
     }
@@ -173,10 +173,14 @@ async function requeue(queue, selection, what) {
   await Promise.all([loadDeadLetters(), loadQueues()]);
 }
 
-async function purgeQueue(queue) {
-  if (!(await confirmAction(`Purge every dead letter of ${queue}? This cannot be undone.`))) return;
-  const result = await api("POST", `/v1/dlq/${queue}/purge`, {});
+async function purgeCause(queue, group) {
+  // Only this row's cause: the fingerprint keeps the other causes of the queue untouched.
+  const what = `${group.count} dead letter(s) of ${group.actor} (${group.reason}) in ${queue}`;
+  if (!(await confirmAction(`Purge ${what}? This cannot be undone.`))) return;
+  const result = await api("POST", `/v1/dlq/${queue}/purge`, { fingerprint: group.fingerprint });
   say(`Purged ${result.count} dead letter(s) of ${queue}.`);
+  $("#letters").hidden = true;
+  $("#letter-detail").hidden = true;
   await Promise.all([loadDeadLetters(), loadQueues()]);
 }
 

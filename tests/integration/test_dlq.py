@@ -50,12 +50,19 @@ def dead_letter(
     reason: str = "permanent_error",
     exception: str = "PermanentError",
     error: str = "it broke",
+    traceback: str = "",
     last_failure_at: int | None = None,
 ) -> dict[str, Any]:
     """Publish a dead letter the way the broker does: the message with its record, and the headers."""
     message = dramatiq_message(actor, queue, kwargs, key=KEY, options={"retries": 3, "broker_priority": 2})
     record = records.build_record(
-        reason=reason, actor_name=actor, worker="w1", exception_type=exception, error=error, attempts=3
+        reason=reason,
+        actor_name=actor,
+        worker="w1",
+        exception_type=exception,
+        error=error,
+        traceback=traceback,
+        attempts=3,
     )
     if last_failure_at is not None:
         record["last_failure_at"] = last_failure_at
