@@ -3,10 +3,17 @@
 ``@actor("notifications.send_email", time_limit=..., max_backoff=...)`` declares a Dramatiq actor
 whose queue and default priority come from the registered contract, so that producers (which only
 import ``contracts``) and workers always agree. Permanent errors are never retried.
+
+A job cancelled while it runs (``edujobs jobs cancel``) stops at its next progress point:
+``report_progress`` raises ``ProcessingCancelledError`` (the media domain's, which was the first to
+stop on cancellation), and the decorator turns that into a normal return, so the message is
+acknowledged (neither retried nor dead-lettered) and the job keeps its ``cancelled`` state.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,6 +26,8 @@ from contracts.registry import get_contract
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+logger = logging.getLogger(__name__)
+
 
 def actor(
     name: str, *, time_limit: int, max_backoff: int, max_retries: int = 5, **options: Any
@@ -28,7 +37,7 @@ def actor(
 
     def decorator(fn: F) -> dramatiq.Actor[Any, Any]:
         return dramatiq.actor(  # type: ignore[no-any-return,call-overload]
-            fn,
+            _stopping_when_cancelled(fn),
             actor_name=name,
             queue_name=contract.queue,
             time_limit=time_limit,
@@ -40,6 +49,23 @@ def actor(
         )
 
     return decorator
+
+
+def _stopping_when_cancelled(fn: F) -> F:
+    """``fn``, returning ``{"cancelled": True}`` when the job was cancelled while it ran."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        # Imported here: the media package imports this module, so it cannot be imported above.
+        from actors.media.errors import ProcessingCancelledError
+
+        try:
+            return fn(*args, **kwargs)
+        except ProcessingCancelledError:
+            logger.info("Job %s was cancelled while it ran; it stopped.", current_message_id())
+            return {"cancelled": True}
+
+    return run  # type: ignore[return-value]
 
 
 def current_message_id() -> str:
@@ -109,13 +135,16 @@ _last_progress: dict[str, tuple[float, int]] = {}
 
 
 def report_progress(percent: float) -> None:
-    """Record the current job's progress (0-100) in the job store, at most twice a second.
+    """Record the current job's progress (0-100) in the job store, at most twice a second, and stop
+    the job if an operator cancelled it.
 
-    Long actors (video transcoding, reports) call this as they go; ``edujobs jobs show ID`` and the
-    HTTP API read it back.
+    Long actors (video transcoding, reports, bulk sends) call this as they go; ``edujobs jobs show
+    ID`` and the HTTP API read it back. Raises ``ProcessingCancelledError`` when the job is
+    cancelled: the actor stops there, and ``actor`` acknowledges the message.
     """
     import time
 
+    from actors.media.errors import ProcessingCancelledError
     from store.db import get_engine
     from store.jobs import JobStore
 
@@ -123,9 +152,14 @@ def report_progress(percent: float) -> None:
     value = max(0, min(100, int(percent)))
     now = time.monotonic()
     last = _last_progress.get(message_id)
-    if last is not None and value != 100 and (now - last[0] < 0.5 or value == last[1]):
+    if last is not None and value != 100 and now - last[0] < 0.5:
         return
     _last_progress[message_id] = (now, value)
     if len(_last_progress) > 10_000:
         _last_progress.clear()
-    JobStore(get_engine()).set_progress(message_id, value)
+    jobs = JobStore(get_engine())
+    if last is None or value != last[1]:
+        jobs.set_progress(message_id, value)
+    # Checked even when the figure did not move: a long step that reports 40% again may be stopped.
+    if jobs.is_cancelled(message_id):
+        raise ProcessingCancelledError(f"job {message_id} was cancelled while it was running")

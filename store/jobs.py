@@ -102,6 +102,10 @@ class JobStore:
             where=_jobs.c.state.not_in(("succeeded", "dead")),
         )
 
+    def is_cancelled(self, message_id: str) -> bool:
+        """Whether an operator cancelled the job (a running one checks at each progress point)."""
+        return self._state(message_id) == "cancelled"
+
     def get(self, message_id: str) -> JobRecord | None:
         """The job record of ``message_id``, detached from any session."""
         with Session(self.engine, expire_on_commit=False) as session:
