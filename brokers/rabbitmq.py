@@ -27,7 +27,7 @@ import pika.exceptions
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.errors import ActorNotFound, ConnectionClosed, DecodeError
-from dramatiq.message import Message
+from dramatiq.message import Message, get_encoder
 from dramatiq.middleware import Middleware
 
 from brokers import dlq
@@ -216,7 +216,7 @@ class EdujobsConsumer(_RabbitmqConsumer):
             self._dead_letter_raw(method.delivery_tag, body, properties, "payload_too_large", error)
             return None
         try:
-            message = Message.decode(body)
+            message = decode_message(body)
         except DecodeError as e:
             cause = e.__cause__ or e
             error = f"the body is not a Dramatiq message ({len(body)} bytes): {cause}"
@@ -286,6 +286,78 @@ class EdujobsConsumer(_RabbitmqConsumer):
         except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
             self.known_tags.add(message._tag)
             raise ConnectionClosed(e) from None
+
+
+#: The type each field of Dramatiq's message format must have once decoded. A JSON body with a
+#: field of another type (``"options": []``, ``"actor_name": 7``) decodes into a ``Message`` that
+#: then raises in the worker's consumer thread, outside any per-message handling, which restarts
+#: the consumer, redelivers the message and stalls the queue behind it forever.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "queue_name": (str,),
+    "actor_name": (str,),
+    "args": (list,),
+    "kwargs": (dict,),
+    "options": (dict,),
+    "message_id": (str,),
+    "message_timestamp": (int,),
+}
+#: Options read before any middleware can reject the message (the consumer and Dramatiq's worker).
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {"eta": (int, float, type(None))}
+
+
+def decode_message(body: bytes) -> Message[Any]:
+    """Decode ``body`` like ``Message.decode``, and refuse (``DecodeError``) a message whose fields
+    have the wrong type; the error's cause says which field."""
+    try:
+        fields = get_encoder().decode(body)
+    except Exception as e:
+        raise DecodeError("Failed to decode message.", body, e) from e
+    problem = _shape_problem(fields)
+    if problem is not None:
+        cause = TypeError(problem)
+        raise DecodeError("Failed to decode message.", body, cause) from cause
+    return Message(**{**fields, "args": tuple(fields["args"])})
+
+
+def _shape_problem(fields: object) -> str | None:
+    if not isinstance(fields, dict):
+        return f"expected a JSON object, got {type(fields).__name__}"
+    unknown = sorted(set(fields) - set(_FIELD_TYPES))
+    if unknown:
+        return f"unknown fields {unknown}"
+    for name, types in _FIELD_TYPES.items():
+        if name not in fields:
+            if name in ("message_id", "message_timestamp"):
+                continue  # Dramatiq fills them in
+            return f"missing field {name!r}"
+        if not _has_type(fields[name], types):
+            return f"field {name!r} is {_json_type(fields[name])}, expected {_JSON_TYPES[types[0]]}"
+    if not fields["actor_name"]:
+        return "field 'actor_name' is empty"
+    for name, types in _OPTION_TYPES.items():
+        if name in fields["options"] and not _has_type(fields["options"][name], types):
+            return f"option {name!r} is {_json_type(fields['options'][name])}, expected a number"
+    return None
+
+
+def _has_type(value: object, types: tuple[type, ...]) -> bool:
+    # bool is an int to Python, never a timestamp or an eta to a sender.
+    return isinstance(value, types) and not isinstance(value, bool)
+
+
+_JSON_TYPES = {
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
+
+
+def _json_type(value: object) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
 def _record_from_exception(message: _RabbitmqMessage, worker: str) -> dict[str, Any]:

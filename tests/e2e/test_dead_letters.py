@@ -62,6 +62,31 @@ def test_garbage_is_kept_byte_for_byte_and_the_worker_goes_on(
     assert worker.process.poll() is None
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("options", []), ("actor_name", 7), ("actor_name", ["testing.record"]), ("message_timestamp", "now")],
+)
+def test_a_message_with_a_field_of_the_wrong_type_is_undecodable_and_the_worker_goes_on(
+    worker: WorkerProcess, amqp_url: str, redis_key: str, field: str, value: object
+) -> None:
+    # Given a signed, otherwise valid message whose one field has the wrong JSON type
+    malformed = dramatiq_message("testing.record", "maintenance", {"value": "malformed"}, key=KEY)
+    malformed[field] = value
+    body = json.dumps(malformed).encode()
+    publish(amqp_url, "maintenance", body)
+    # When a valid message follows it
+    send(amqp_url, "testing.record", {"value": "after-malformed"})
+    # Then the malformed one is dead-lettered as undecodable, byte for byte, naming the field
+    [dead] = take(amqp_url, "maintenance.XQ", 1)
+    assert dead.body == body
+    assert dead.headers["x-edujobs-reason"] == "undecodable"
+    assert f"field '{field}'" in dead.headers["x-edujobs-error"]
+    # And the worker kept processing: only the valid message ran
+    take_until(redis_key, ["after-malformed"])
+    assert depth(amqp_url, "maintenance") == 0
+    assert worker.process.poll() is None
+
+
 def test_unknown_actor_unsigned_and_tampered_messages_are_dead_lettered(
     worker: WorkerProcess, amqp_url: str
 ) -> None:
