@@ -133,8 +133,9 @@ def _due_ms(now_ms: int, delay: Delay | None, eta: datetime | None) -> int | Non
 class _ConfirmingChannel:
     """A channel in confirm mode that keeps a window of unconfirmed publishes in flight."""
 
-    def __init__(self, parameters: Any, window: int) -> None:
+    def __init__(self, parameters: Any, window: int, timeout: float) -> None:
         self.window = window
+        self.timeout = timeout
         self.connection = pika.BlockingConnection(parameters)
         self.channel = self.connection.channel()
         self._impl = self.channel._impl
@@ -162,7 +163,16 @@ class _ConfirmingChannel:
         if len(self._pending) >= self.window:
             # pika's BlockingChannel has no public way to wait on confirms that its own
             # machinery did not request; _flush_output pumps I/O until the waiter is satisfied.
-            self.channel._flush_output(lambda: len(self._pending) < self.window)
+            # The deadline keeps a broker that stops confirming from hanging the producer.
+            deadline = time.monotonic() + self.timeout
+            self.channel._flush_output(
+                lambda: len(self._pending) < self.window or time.monotonic() > deadline
+            )
+            if len(self._pending) >= self.window:
+                self._give_up()
+                raise PublishError(
+                    f"RabbitMQ confirmed none of {self.window} messages in flight within {self.timeout}s"
+                )
         self._impl.basic_publish(
             exchange="",
             routing_key=routing_key,
@@ -171,25 +181,34 @@ class _ConfirmingChannel:
                 delivery_mode=2,
                 priority=priority,
                 message_id=message_id,
+                # Seconds, as AMQP has it: RabbitMQ's head_message_timestamp (the oldest-message
+                # age metric) is read from it.
+                timestamp=int(time.time()),
             ),
             mandatory=True,
         )
         self._pending.add(self._next_tag)
         self._next_tag += 1
 
-    def wait(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
+    def wait(self) -> None:
+        deadline = time.monotonic() + self.timeout
         self.channel._flush_output(lambda: not self._pending or time.monotonic() > deadline)
         if self._pending:
             count = len(self._pending)
-            self._pending.clear()
-            raise PublishError(f"{count} messages not confirmed by RabbitMQ within {timeout}s")
+            self._give_up()
+            raise PublishError(f"{count} messages not confirmed by RabbitMQ within {self.timeout}s")
         failed, returned = self._failed, self._returned
         self._failed, self._returned = [], []
         if returned:
             raise PublishError(f"RabbitMQ could not route {len(returned)} messages (is the queue declared?)")
         if failed:
             raise PublishError(f"RabbitMQ refused {len(failed)} messages (nack)")
+
+    def _give_up(self) -> None:
+        # Confirms that arrive late would be counted against the next batch: start afresh.
+        self._pending.clear()
+        with contextlib.suppress(Exception):  # the connection may be the thing that broke
+            self.close()
 
     def close(self) -> None:
         if self.connection.is_open:
@@ -200,11 +219,23 @@ class Client:
     """A producer bound to one RabbitMQ URL and signing key; thread-safe (a connection per thread)."""
 
     def __init__(
-        self, url: str, *, signing_key: bytes, confirm_window: int = 500, max_payload_bytes: int | None = None
+        self,
+        url: str,
+        *,
+        signing_key: bytes,
+        confirm_window: int = 500,
+        max_payload_bytes: int | None = None,
+        confirm_timeout: float = 30.0,
     ) -> None:
         self.parameters = [pika.URLParameters(u) for u in url.split(";")]
+        for parameters in self.parameters:
+            # A broker under memory or disk alarm blocks publishers without a word: give up
+            # (PublishError) after the confirm timeout instead of hanging the sending service.
+            if parameters.blocked_connection_timeout is None:
+                parameters.blocked_connection_timeout = confirm_timeout
         self.signing_key = signing_key
         self.confirm_window = confirm_window
+        self.confirm_timeout = confirm_timeout
         self.max_payload_bytes = max_payload_bytes
         self._local = threading.local()
         self._declared: set[str] = set()
@@ -213,7 +244,7 @@ class Client:
     def _channel(self) -> _ConfirmingChannel:
         channel: _ConfirmingChannel | None = getattr(self._local, "channel", None)
         if channel is None or not channel.connection.is_open:
-            channel = _ConfirmingChannel(self.parameters, self.confirm_window)
+            channel = _ConfirmingChannel(self.parameters, self.confirm_window, self.confirm_timeout)
             self._local.channel = channel
             self._channels.append(channel)
         return channel
@@ -301,8 +332,9 @@ class Client:
                 raise
         attempts = 0
         while True:
-            channel = self._channel()
             try:
+                # Connecting is inside the try: RabbitMQ being down is a PublishError, not pika's.
+                channel = self._channel()
                 self._ensure_queue(channel, contract)
                 for message_id, routing_key, body, amqp_priority in built:
                     channel.publish(routing_key, body, amqp_priority, message_id)
@@ -314,7 +346,11 @@ class Client:
                 self._local.channel = None
                 attempts += 1
                 if attempts >= 3:
-                    raise PublishError(f"could not publish to RabbitMQ: {e!r}") from None
+                    where = ", ".join(f"{p.host}:{p.port}" for p in self.parameters)
+                    raise PublishError(
+                        f"could not publish to RabbitMQ at {where} ({type(e).__name__}: {e}); "
+                        "is it running, and is EDUJOBS_RABBITMQ_URL right?"
+                    ) from None
                 time.sleep(0.2 * attempts)
 
     def close(self) -> None:
