@@ -29,7 +29,7 @@ from brokers.topology import delay_queue
 from contracts.errors import EdujobsError
 from contracts.priorities import broker_priority
 from contracts.registry import ActorContract, get_contract
-from middleware.signatures import SIGNATURE_OPTION, sign_fields
+from contracts.signing import SIGNATURE_OPTION, sign_fields
 
 _ID_NAMESPACE = uuid.UUID("7f1d3c52-8a43-4c1e-9a53-5b0f2b7f9e10")
 

@@ -1,9 +1,8 @@
-"""Message signatures: an HMAC over the parts of a message that never change between attempts.
+"""Signatures: workers sign what they enqueue and dead-letter what is unsigned or tampered with.
 
-``sign_fields`` is used by every enqueue path (the producer client, ``actor.send`` inside workers,
-requeues); the ``Signatures`` middleware signs what workers enqueue and verifies what they receive.
-The signed fields are the id, actor name, arguments and timestamp; options (retry counts, eta,
-priority) change between attempts and are not signed.
+The signing itself (``sign_fields``, ``canonical_bytes``, ``SIGNATURE_OPTION``) lives in
+``contracts.signing``, which producers import without dramatiq; this middleware applies it inside
+workers.
 """
 
 from __future__ import annotations
@@ -11,33 +10,12 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-import orjson
 from dramatiq import Broker, Message, MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage
 
-SIGNATURE_OPTION = "signature"
+from contracts.signing import SIGNATURE_OPTION, sign_fields
 
-
-def canonical_bytes(
-    *, message_id: str, actor_name: str, args: Any, kwargs: Any, message_timestamp: int
-) -> bytes:
-    return orjson.dumps(
-        [message_id, actor_name, list(args), kwargs, message_timestamp], option=orjson.OPT_SORT_KEYS
-    )
-
-
-def sign_fields(
-    key: bytes, *, message_id: str, actor_name: str, args: Any, kwargs: Any, message_timestamp: int
-) -> str:
-    """Return the hex HMAC-SHA256 of a message's immutable fields."""
-    data = canonical_bytes(
-        message_id=message_id,
-        actor_name=actor_name,
-        args=args,
-        kwargs=kwargs,
-        message_timestamp=message_timestamp,
-    )
-    return hmac.digest(key, data, "sha256").hex()
+__all__ = ["SIGNATURE_OPTION", "Signatures", "reject", "sign_fields"]
 
 
 class Signatures(Middleware):
