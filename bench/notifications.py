@@ -27,7 +27,6 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from actors.notifications import bulk, service
-from actors.notifications.providers.sendgrid import SendGridMailer
 from bench.harness import Contender, Measurement, RatioSpec, run_side_by_side, summarise
 from bench.report import comparison_table
 from brokers.client import Client
@@ -90,10 +89,11 @@ def bench_bulk(recipients: int) -> dict[str, float]:
         upgrade(url)
         engine = make_engine(url)
         _users(engine, recipients)
-        mailer = SendGridMailer(
-            api_key="SG.bench", host=fake.url, timeout=10, from_email="school@example.edu"
-        )
-        notifier = service.Notifier(engine=engine, ledger=Ledger(engine), mailer=mailer, settings=Settings())
+        settings = Settings(
+            sendgrid_api_key="SG.bench", sendgrid_host=fake.url, sendgrid_timeout=10,
+            email_from="school@example.edu",
+        )  # fmt: skip
+        notifier = service.Notifier(engine=engine, ledger=Ledger(engine), settings=settings)
         started = time.perf_counter()
         result = bulk.send_bulk_email(
             notifier, bulk.TokenBucket(rate=1000, burst=100), user_ids=list(range(1, recipients + 1)),

@@ -14,6 +14,10 @@ Delivery is at least once, so an actor with a person-visible side effect claims 
         raise
     ledger.complete(key, provider_message_id=provider_id)
 
+Besides claims, ``record`` writes a finished row directly: ``skipped`` for a channel a notification
+did not use (not configured, no address, breaker open), with the reason, so an operator sees why
+the next channel was used; a skipped row does not count as done (a later attempt may claim it).
+
 A claim is a lease: a ``pending`` row older than ``lease_seconds`` (its worker died mid-send) may
 be taken over. Claims are race-safe across processes: the first insert wins through the unique
 key (INSERT ... ON CONFLICT DO NOTHING), and a take-over is a conditional UPDATE that only one
@@ -25,19 +29,23 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, Table, select, update
 from sqlalchemy.orm import Session
 
 from store.models import Delivery
 from store.types import utcnow
-from store.upsert import insert_if_absent
+from store.upsert import insert_if_absent, upsert
 
 logger = logging.getLogger(__name__)
 
 PENDING = "pending"
 SENT = "sent"
 FAILED = "failed"
+SKIPPED = "skipped"
+#: Rows that do not count as done: a claim may take them over, ``record`` may overwrite them.
+RETAKEABLE = (FAILED, SKIPPED)
 MAX_ERROR_CHARS = 4000
 
 _deliveries: Table = Delivery.__table__  # type: ignore[assignment]
@@ -56,6 +64,13 @@ class Claim:
     provider_message_id: str | None = None
 
 
+def _new_row(
+    key: str, channel: str, actor_name: str, message_id: str, user_id: int | None, now: datetime, **rest: Any
+) -> dict[str, Any]:
+    return {"idempotency_key": key, "channel": channel, "actor_name": actor_name,
+            "message_id": message_id, "user_id": user_id, "claimed_at": now, **rest}  # fmt: skip
+
+
 class Ledger:
     """Claims, completes and releases deliveries in the ``deliveries`` table."""
 
@@ -68,18 +83,9 @@ class Ledger:
     ) -> Claim:
         """Take the right to perform the side effect ``key``, unless it is done or being done."""
         now = utcnow()
+        values = _new_row(key, channel, actor_name, message_id, user_id, now, status=PENDING, attempts=1)
         with self.engine.begin() as connection:
             for _ in range(3):
-                values = {
-                    "idempotency_key": key,
-                    "channel": channel,
-                    "actor_name": actor_name,
-                    "message_id": message_id,
-                    "user_id": user_id,
-                    "status": PENDING,
-                    "claimed_at": now,
-                    "attempts": 1,
-                }
                 if insert_if_absent(connection, _deliveries, values, keys=["idempotency_key"]):
                     return Claim(True, PENDING)
                 row = self._read(connection, key)
@@ -118,13 +124,49 @@ class Ledger:
             if connection.execute(statement).rowcount == 0:
                 logger.warning("Delivery %s was not pending; release ignored.", key)
 
+    def record(
+        self,
+        key: str,
+        *,
+        status: str,
+        channel: str,
+        actor_name: str,
+        message_id: str,
+        user_id: int | None = None,
+        provider_message_id: str | None = None,
+        error: str | None = None,
+        replaces: tuple[str, ...] = (SKIPPED,),
+    ) -> bool:
+        """Write a finished row for ``key`` without a claim (``skipped``, or a ``sent`` summary of
+        several side effects). An existing row is overwritten only if its status is in
+        ``replaces``: a ``pending`` or ``sent`` row is never touched. True if a row was written."""
+        if status == PENDING:
+            raise ValueError("record() writes finished rows; claim() a pending one")
+        now = utcnow()
+        done = {
+            "status": status,
+            "provider_message_id": provider_message_id,
+            "completed_at": now,
+            "error": error[:MAX_ERROR_CHARS] if error else None,
+        }
+        values = _new_row(key, channel, actor_name, message_id, user_id, now, attempts=0, **done)
+        with self.engine.begin() as connection:
+            return upsert(
+                connection,
+                _deliveries,
+                values,
+                keys=["idempotency_key"],
+                update=done,
+                where=_deliveries.c.status.in_(replaces),
+            )
+
     def get(self, key: str) -> Delivery | None:
         """The ledger entry of ``key``, detached from any session."""
         with Session(self.engine, expire_on_commit=False) as session:
             return session.scalars(select(Delivery).where(Delivery.idempotency_key == key)).one_or_none()
 
     def _may_take_over(self, status: str, claimed_at: datetime, now: datetime) -> bool:
-        if status == FAILED:
+        if status in RETAKEABLE:
             return True
         return status == PENDING and now - claimed_at >= self.lease
 

@@ -6,9 +6,17 @@ Any actor whose work a person notices (an email, an SMS, a push, a posted grade)
 
 - key already done: the action is not run, the earlier provider id is returned (``duplicate``);
 - key being performed by another attempt now: ``InProgressError`` (transient: retried later);
-- the action raises an ``EdujobsError``: the claim is released (a retry or requeue may try again);
+- the action raises an ``EdujobsError``: the claim is released (a retry or requeue may try again),
+  except for ``OutcomeUnknownError`` (below);
 - anything else interrupts it (time limit, shutdown, crash): whether the provider acted is unknown,
   so the claim is left to expire after the ledger's lease (at most one duplicate, after the lease).
+
+``OutcomeUnknownError`` is a transient error for which the provider may have acted: the request
+went out and no answer came back in time (a read timeout). Releasing the claim would let the retry
+send a second copy at once whenever the provider had in fact accepted; so the claim is kept, and
+retries meet ``InProgressError`` until the lease expires. The trade-off: a message the provider
+really did not receive goes out up to one lease late (10 minutes by default) instead of at the next
+retry, and is still sent twice if the provider had accepted it and the lease runs out.
 """
 
 from __future__ import annotations
@@ -17,10 +25,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from contracts.errors import EdujobsError, InProgressError
+from contracts.errors import EdujobsError, InProgressError, ProviderUnavailableError
 from store.ledger import Ledger
 
 logger = logging.getLogger(__name__)
+
+
+class OutcomeUnknownError(ProviderUnavailableError):
+    """Raised by a provider adapter when a request was sent but no answer came: the side effect may
+    have happened. Retried like any ``ProviderUnavailableError``, but the ledger claim is kept."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,10 @@ def perform_once(
         return Outcome("duplicate", claim.provider_message_id)
     try:
         provider_id = action()
+    except OutcomeUnknownError:
+        logger.warning("Side effect %s may have happened (%s); its claim is kept until the lease expires.",
+                       key, "no answer from the provider")  # fmt: skip
+        raise
     except EdujobsError as e:
         ledger.release(key, error=f"{type(e).__name__}: {e}")
         raise

@@ -10,24 +10,52 @@ from dramatiq.middleware import CurrentMessage
 
 from actors.base import actor, current_idempotency_key, current_message_id, enqueue, report_progress
 from actors.notifications import bulk, digests, routing, service
+from actors.notifications.quiet import QuietHours
 from contracts.priorities import PRIORITIES
 
 
+def _priority() -> tuple[str | None, bool]:
+    """The current message's priority name (if it carries one) and whether it is critical."""
+    message = CurrentMessage.get_current_message()
+    options = message.options if message is not None else {}
+    name = options.get("priority_name")
+    critical = name == "critical" or int(options.get("broker_priority") or 0) >= PRIORITIES["critical"]
+    return (name if isinstance(name, str) and name in PRIORITIES else None), critical
+
+
+def _send_after_quiet_hours(actor_name: str, payload: dict[str, Any], key: str, until: datetime) -> None:
+    """The same message (same ledger key) again once the user's quiet hours end, parked in
+    RabbitMQ's delay queue (durable across worker restarts), at the same priority."""
+    enqueue(
+        actor_name,
+        payload,
+        idempotency_key=f"{key}:after-quiet:{until.isoformat()}",
+        priority=_priority()[0],
+        delay=max(1.0, (until - datetime.now(UTC)).total_seconds() + 1),
+    )
+
+
+def _arguments(user_id: int, template: str, context: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    """What every sender of one templated notification takes, from the message being processed."""
+    return {"user_id": user_id, "template": template, "context": context or {}, "idempotency_key": key,
+            "message_id": current_message_id(), "critical": _priority()[1]}  # fmt: skip
+
+
 def _deliver(
+    actor_name: str,
     send: service.ChannelSender,
     user_id: int,
     template: str,
     context: dict[str, Any] | None,
     idempotency_key: str | None,
 ) -> dict[str, Any]:
-    result = send(
-        service.default_notifier(),
-        user_id=user_id,
-        template=template,
-        context=context or {},
-        idempotency_key=idempotency_key or current_idempotency_key(),
-        message_id=current_message_id(),
-    )
+    key = idempotency_key or current_idempotency_key()
+    try:
+        result = send(service.default_notifier(), **_arguments(user_id, template, context, key))
+    except QuietHours as e:
+        payload = {"user_id": user_id, "template": template, "context": context or {}, "idempotency_key": key}
+        _send_after_quiet_hours(actor_name, payload, key, e.until)
+        return {"status": "deferred", "until": e.until.isoformat()}
     return result.summary()
 
 
@@ -40,21 +68,21 @@ def send_email(
     attachments: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     send = functools.partial(service.send_email, attachments=attachments or [])
-    return _deliver(send, user_id, template, context, idempotency_key)
+    return _deliver("notifications.send_email", send, user_id, template, context, idempotency_key)
 
 
 @actor("notifications.send_sms", time_limit=30_000, max_retries=8, max_backoff=3_600_000)
 def send_sms(
     user_id: int, template: str, context: dict[str, Any] | None = None, idempotency_key: str | None = None
 ) -> dict[str, Any]:
-    return _deliver(service.send_sms, user_id, template, context, idempotency_key)
+    return _deliver("notifications.send_sms", service.send_sms, user_id, template, context, idempotency_key)
 
 
 @actor("notifications.send_push", time_limit=60_000, max_retries=8, max_backoff=3_600_000)
 def send_push(
     user_id: int, template: str, context: dict[str, Any] | None = None, idempotency_key: str | None = None
 ) -> dict[str, Any]:
-    return _deliver(service.send_push, user_id, template, context, idempotency_key)
+    return _deliver("notifications.send_push", service.send_push, user_id, template, context, idempotency_key)
 
 
 @functools.cache
@@ -90,31 +118,13 @@ def notify_user(
     idempotency_key: str | None = None,
     channels: list[str] | None = None,
 ) -> dict[str, Any]:
-    message = CurrentMessage.get_current_message()
-    options = message.options if message is not None else {}
-    priority = options.get("priority_name")
     key = idempotency_key or current_idempotency_key()
-    outcome = routing.notify_user(
-        service.default_notifier(),
-        user_id=user_id,
-        template=template,
-        context=context or {},
-        idempotency_key=key,
-        message_id=current_message_id(),
-        channels=channels,
-        critical=priority == "critical" or int(options.get("broker_priority") or 0) >= PRIORITIES["critical"],
-    )
+    arguments = _arguments(user_id, template, context, key)
+    outcome = routing.notify_user(service.default_notifier(), channels=channels, **arguments)
     if isinstance(outcome, routing.Deferred):
-        # Quiet hours: the same notification (same key) again once they end, parked in RabbitMQ.
-        delay = max(1.0, (outcome.until - datetime.now(UTC)).total_seconds() + 1)
-        enqueue(
-            "notifications.notify_user",
-            {"user_id": user_id, "template": template, "context": context or {},
-             "idempotency_key": key, "channels": channels},
-            idempotency_key=f"{key}:after-quiet:{outcome.until.isoformat()}",
-            priority=priority if isinstance(priority, str) and priority in PRIORITIES else None,
-            delay=delay,
-        )  # fmt: skip
+        payload = {"user_id": user_id, "template": template, "context": context or {},
+                   "idempotency_key": key, "channels": channels}  # fmt: skip
+        _send_after_quiet_hours("notifications.notify_user", payload, key, outcome.until)
     return outcome.summary()
 
 

@@ -1,10 +1,13 @@
 """Bulk email: one template to many users, batched into SendGrid personalizations, rate-limited.
 
-The template is rendered once, with the substitution tag ``-name-`` where each recipient's name goes
-(SendGrid replaces it per personalization), instead of once per recipient. The requested user ids
-are sorted and cut into batches of ``MAX_PERSONALIZATIONS`` *before* filtering, so a batch always
-covers the same ids whatever changed in the database since; within a batch, users without an email
-address or who opted out of email are left out (and counted).
+The template is rendered once, with a substitution tag where each recipient's name goes (SendGrid
+replaces it per personalization), instead of once per recipient. SendGrid substitutes raw text,
+into every part alike, so the HTML part carries its own tag (``-name_html-``) whose value is the
+HTML-escaped name: a name such as ``<b>Bo</b> & co`` shows as typed and injects no markup.
+
+The requested user ids are sorted and cut into batches of ``MAX_PERSONALIZATIONS`` *before*
+filtering, so a batch always covers the same ids whatever changed in the database since; within a
+batch, users without an email address or who opted out of email are left out (and counted).
 
 Each batch is one side effect in the ledger (``<key>:batch:<n>``): a retried or redelivered bulk
 job sends only the batches SendGrid has not accepted yet. Requests are paced by a token bucket
@@ -13,6 +16,7 @@ job sends only the batches SendGrid has not accepted yet. Requests are paced by 
 
 from __future__ import annotations
 
+import html
 import logging
 import threading
 import time
@@ -31,6 +35,7 @@ from store.models import User
 logger = logging.getLogger(__name__)
 
 NAME_TAG = "-name-"
+HTML_NAME_TAG = "-name_html-"
 
 
 class TokenBucket:
@@ -84,7 +89,11 @@ def recipients_of(notifier: Notifier, user_ids: Sequence[int]) -> list[Recipient
             select(User.email, User.name, User.opted_out).where(User.id.in_(user_ids)).order_by(User.id)
         ).all()
     return [
-        Recipient(email=email, name=name, substitutions={NAME_TAG: name or ""})
+        Recipient(
+            email=email,
+            name=name,
+            substitutions={NAME_TAG: name or "", HTML_NAME_TAG: html.escape(name or "")},
+        )
         for email, name, opted_out in rows
         if email and "email" not in (opted_out or [])
     ]
@@ -104,6 +113,8 @@ def send_bulk_email(
 ) -> BulkResult:
     """Send ``template`` to every reachable user of ``user_ids``, a batch per request, once per key."""
     rendered = render_email(template, {"name": NAME_TAG, "locale": "en", **context})
+    # Jinja leaves the tag as is (nothing in it to escape); in HTML it becomes the escaped one.
+    html_part = rendered.html.replace(NAME_TAG, HTML_NAME_TAG)
     batches = batches_of(user_ids)
     sent = recipients = 0
     for index, batch in enumerate(batches):
@@ -114,7 +125,7 @@ def send_bulk_email(
                 people,
                 subject=rendered.subject,
                 text=rendered.text,
-                html=rendered.html,
+                html=html_part,
                 categories=(template, "bulk"),
                 custom_args={"message_id": message_id, "batch": str(index)},
             )

@@ -4,15 +4,21 @@
 push → SMS → email) or the sender's, drops the channels the user opted out of or cannot be reached
 on, and tries them in turn:
 
-- **quiet hours**: no SMS or push between the user's ``quiet_hours_start`` and ``quiet_hours_end`` in
-  their own time zone (a period may cross midnight; DST is handled by zoneinfo), unless the
-  notification is critical. If the user's first channel is SMS or push, the whole notification
-  waits for the end of the quiet period (``Deferred``: the actor re-enqueues it with that delay,
-  durably parked in RabbitMQ) rather than falling through to a channel the user ranks lower;
+- **quiet hours** (``quiet``): no SMS or push between the user's ``quiet_hours_start`` and
+  ``quiet_hours_end`` in their own time zone, unless the notification is critical. If the user's
+  first channel is SMS or push, the whole notification waits for the end of the quiet period
+  (``Deferred``: the actor re-enqueues it with that delay, durably parked in RabbitMQ) rather than
+  falling through to a channel the user ranks lower. A fallback to SMS or push during quiet hours
+  (email failed first) is not sent either: if no later channel delivers, the notification is
+  deferred to the end of the quiet period;
 - **fallback**: when a channel's circuit breaker is open or the channel fails permanently for this
-  user (no device left, invalid number, opt-out...), the next channel is tried. Each channel attempt
-  has its own ledger key (``<key>:<channel>``), whose row records the failure and its reason, so an
+  user (no device left, invalid number, opt-out, not configured...), the next channel is tried.
+  Each channel attempt has its own ledger key (``<key>:<channel>``); a channel left out or passed
+  over gets a ``skipped`` row there with the reason (a failed send keeps its ``failed`` row), so an
   operator sees why an SMS went out instead of a push;
+- **broken templates are not hidden**: a missing template or variable (``TemplateError``) is a bug
+  to fix, not a reason to try another channel; it is raised, and the message is dead-lettered
+  naming the template. Only a text too long for a channel (an SMS over two segments) falls back;
 - **once**: if any channel of this notification was already delivered (a redelivered or retried
   message), nothing is sent again.
 
@@ -26,22 +32,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from actors.notifications import service
+from actors.notifications.quiet import QUIET_CHANNELS, QuietHours, quiet_until, user_quiet_until
 from actors.notifications.service import ChannelSender, DeliveryResult, Notifier
-from contracts.errors import PermanentError, RecipientError
+from actors.notifications.templates import TemplateTooLongError
+from contracts.errors import PermanentError, RecipientError, TemplateError
 from middleware.breaker_storage import CircuitOpenError
+from store.ledger import SKIPPED
 from store.models import User
+
+__all__ = ["Deferred", "Delivered", "NoChannelError", "notify_user", "quiet_until", "reachable_channels"]
 
 logger = logging.getLogger(__name__)
 
 CHANNELS = ("push", "sms", "email")
 DEFAULT_ORDER = ("push", "sms", "email")
-#: Channels that must stay silent during a user's quiet hours (an email does not wake anyone).
-QUIET_CHANNELS = frozenset({"push", "sms"})
 SENDERS: dict[str, ChannelSender] = {
     "email": service.send_email,
     "sms": service.send_sms,
@@ -92,39 +100,6 @@ def reachable_channels(user: User, requested: Sequence[str] | None) -> tuple[lis
     return channels, left_out
 
 
-def user_zone(user: User) -> ZoneInfo:
-    try:
-        return ZoneInfo(user.time_zone or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        logger.warning("User %s has an unknown time zone; quiet hours use UTC.", user.id)
-        return ZoneInfo("UTC")
-
-
-def quiet_until(start: time, end: time, zone: ZoneInfo, now: datetime) -> datetime | None:
-    """If ``now`` falls in the quiet period [start, end) of local time in ``zone``, the instant (UTC)
-    it ends; else None. A period whose end is before its start crosses midnight; start == end means
-    no quiet hours."""
-    if start == end:
-        return None
-    local = now.astimezone(zone)
-    clock = local.time().replace(tzinfo=None)
-    if start < end:
-        inside = start <= clock < end
-        end_day = local.date()
-    else:  # crosses midnight: 21:00-07:00
-        inside = clock >= start or clock < end
-        end_day = local.date() + timedelta(days=1) if clock >= start else local.date()
-    if not inside:
-        return None
-    return _local_instant(end_day, end, zone)
-
-
-def _local_instant(day: date, at: time, zone: ZoneInfo) -> datetime:
-    """``day`` at ``at`` in ``zone`` as UTC. A wall time repeated by a DST change is its first
-    occurrence; one skipped by a change is read with the offset before it, which lands after the gap."""
-    return datetime.combine(day, at, tzinfo=zone).astimezone(UTC)
-
-
 def notify_user(
     notifier: Notifier,
     *,
@@ -136,6 +111,7 @@ def notify_user(
     channels: Sequence[str] | None = None,
     critical: bool = False,
     now: datetime | None = None,
+    actor_name: str = "notifications.notify_user",
 ) -> Delivered | Deferred:
     """Deliver one notification on the first channel that works; see the module docstring."""
     user = service.load_user(notifier.engine, user_id)
@@ -145,16 +121,29 @@ def notify_user(
             logger.info("Notification %s already delivered by %s; not repeated.", idempotency_key, channel)
             duplicate = DeliveryResult("duplicate", idempotency_key, earlier.provider_message_id)
             return Delivered(channel, duplicate)
+
+    def skip(channel: str, why: str) -> None:
+        # A failed send keeps its own "failed" row; only a channel without one gets "skipped".
+        notifier.ledger.record(
+            f"{idempotency_key}:{channel}",
+            status=SKIPPED,
+            channel=channel,
+            actor_name=actor_name,
+            message_id=message_id,
+            user_id=user_id,
+            error=why,
+        )
+
     order, left_out = reachable_channels(user, channels)
     if not order:
         raise NoChannelError(f"no channel can reach user {user_id}: " + "; ".join(left_out))
     if not critical and order[0] in QUIET_CHANNELS:
-        zone = user_zone(user)
-        until = quiet_until(user.quiet_hours_start, user.quiet_hours_end, zone, now or datetime.now(UTC))
+        until = user_quiet_until(user, now)
         if until is not None:
             return Deferred(until)
     skipped: list[tuple[str, str]] = []
     open_breakers: list[CircuitOpenError] = []
+    quiet: datetime | None = None
     for channel in order:
         try:
             result = SENDERS[channel](
@@ -164,12 +153,24 @@ def notify_user(
                 context=context,
                 idempotency_key=f"{idempotency_key}:{channel}",
                 message_id=message_id,
+                critical=critical,
+                now=now,
             )
+        except QuietHours as e:  # a fallback to SMS or push at night: wait for the morning
+            quiet = e.until
+            skipped.append((channel, f"quiet hours until {e.until.isoformat()}"))
         except CircuitOpenError as e:
             open_breakers.append(e)
             skipped.append((channel, str(e)))
-        except PermanentError as e:
+            skip(channel, str(e))
+        except TemplateError as e:
+            if not isinstance(e, TemplateTooLongError):
+                raise  # a bug in a template or its context: dead-lettered, naming it
             skipped.append((channel, f"{type(e).__name__}: {e}"))
+            skip(channel, f"{type(e).__name__}: {e}")
+        except PermanentError as e:  # not configured, no device left, invalid number, refused...
+            skipped.append((channel, f"{type(e).__name__}: {e}"))
+            skip(channel, f"{type(e).__name__}: {e}")
         else:
             if skipped:
                 logger.info(
@@ -179,7 +180,23 @@ def notify_user(
                     ", ".join(c for c, _ in skipped),
                 )
             return Delivered(channel, result, tuple(skipped))
+    return _undelivered(user_id, skipped, open_breakers, quiet, now)
+
+
+def _undelivered(
+    user_id: int,
+    skipped: list[tuple[str, str]],
+    open_breakers: list[CircuitOpenError],
+    quiet: datetime | None,
+    now: datetime | None,
+) -> Deferred:
+    """No channel delivered: wait for whichever comes first, a breaker half-opening or the end of
+    quiet hours; if neither can help, every channel failed for good."""
     if open_breakers:
-        raise min(open_breakers, key=lambda e: e.retry_after)
+        soonest = min(open_breakers, key=lambda e: e.retry_after)
+        if quiet is None or (now or datetime.now(UTC)) + timedelta(seconds=soonest.retry_after) < quiet:
+            raise soonest
+    if quiet is not None:
+        return Deferred(quiet)
     reasons = "; ".join(f"{c}: {why}" for c, why in skipped)
     raise NoChannelError(f"every channel failed for user {user_id}: {reasons}")

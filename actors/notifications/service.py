@@ -1,7 +1,8 @@
 """The logic of notifications, free of dramatiq: find the recipient, render, send once.
 
 Every delivery goes through the ledger (``store.ledger``): a redelivered, retried or requeued message
-finds its key already ``sent`` and sends nothing.
+finds its key already ``sent`` and sends nothing. SMS and push obey the user's quiet hours here
+(``quiet.check_quiet_hours``), whichever actor sends them; email never waits.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
@@ -20,11 +22,12 @@ from actors.notifications.errors import AttachmentTooLargeError, ChannelNotConfi
 from actors.notifications.providers.fcm import DeadTokenError, FcmSender, Push
 from actors.notifications.providers.sendgrid import Attachment, Email, SendGridMailer
 from actors.notifications.providers.twilio import Sms, TwilioSender
+from actors.notifications.quiet import check_quiet_hours
 from actors.notifications.templates import render_email, render_push, render_sms
 from brokers.settings import Settings, get_settings
 from contracts.errors import ConfigurationError, RecipientError
 from store.db import get_engine
-from store.ledger import Ledger
+from store.ledger import RETAKEABLE, SENT, Ledger
 from store.models import User
 from store.once import perform_once
 from store.storage import get_storage
@@ -48,8 +51,23 @@ class Notifier:
 
     engine: Engine
     ledger: Ledger
-    mailer: SendGridMailer
     settings: Settings
+
+    @functools.cached_property
+    def mailer(self) -> SendGridMailer:
+        """The SendGrid mailer, built on first use. Without an API key every email would come back
+        401 one by one into the dead-letter queue: refuse it as not configured instead."""
+        settings = self.settings
+        api_key = settings.sendgrid_api_key.get_secret_value().strip()
+        if not api_key:
+            raise ChannelNotConfiguredError("email is not configured: set EDUJOBS_SENDGRID_API_KEY")
+        return SendGridMailer(
+            api_key=api_key,
+            host=str(settings.sendgrid_host),
+            timeout=settings.sendgrid_timeout,
+            from_email=settings.email_from,
+            from_name=settings.email_from_name,
+        )
 
     @functools.cached_property
     def sms(self) -> TwilioSender:
@@ -90,18 +108,12 @@ class Notifier:
     @classmethod
     def from_settings(cls, settings: Settings) -> Notifier:
         engine = get_engine()
-        mailer = SendGridMailer(
-            api_key=settings.sendgrid_api_key.get_secret_value(),
-            host=str(settings.sendgrid_host),
-            timeout=settings.sendgrid_timeout,
-            from_email=settings.email_from,
-            from_name=settings.email_from_name,
-        )
-        return cls(engine=engine, ledger=Ledger(engine), mailer=mailer, settings=settings)
+        return cls(engine=engine, ledger=Ledger(engine), settings=settings)
 
 
 class ChannelSender(Protocol):
-    """``send_email`` and ``send_sms``: one templated message to one user, at most once per key."""
+    """``send_email``, ``send_sms`` and ``send_push``: one templated message to one user, at most
+    once per key. ``critical`` lets SMS and push through quiet hours; ``now`` is for tests."""
 
     def __call__(
         self,
@@ -112,6 +124,8 @@ class ChannelSender(Protocol):
         context: dict[str, Any],
         idempotency_key: str,
         message_id: str,
+        critical: bool = False,
+        now: datetime | None = None,
     ) -> DeliveryResult: ...
 
 
@@ -167,6 +181,15 @@ def deliver_once(
     return DeliveryResult(status, idempotency_key, outcome.provider_message_id)
 
 
+def already_sent(notifier: Notifier, idempotency_key: str) -> DeliveryResult | None:
+    """The earlier delivery of ``idempotency_key``, if it was sent: checked before quiet hours, so
+    a redelivery of something already sent is answered at once instead of waiting for morning."""
+    earlier = notifier.ledger.get(idempotency_key)
+    if earlier is None or earlier.status != SENT:
+        return None
+    return DeliveryResult("duplicate", idempotency_key, earlier.provider_message_id)
+
+
 def send_email(
     notifier: Notifier,
     *,
@@ -177,9 +200,13 @@ def send_email(
     message_id: str,
     actor_name: str = "notifications.send_email",
     attachments: Sequence[Mapping[str, str]] = (),
+    critical: bool = False,
+    now: datetime | None = None,
 ) -> DeliveryResult:
-    """Render ``template`` for the user and send it through SendGrid at most once per key."""
+    """Render ``template`` for the user and send it through SendGrid at most once per key (an email
+    does not wait for quiet hours: ``critical`` and ``now`` change nothing here)."""
     user = reachable_user(notifier.engine, user_id, "email", "email")
+    mailer = notifier.mailer  # before the ledger claim: a missing configuration claims nothing
     rendered = render_email(template, {"name": user.name, "locale": user.locale, **context})
     files = load_attachments(attachments)
     email = Email(
@@ -199,7 +226,7 @@ def send_email(
         idempotency_key=idempotency_key,
         message_id=message_id,
         actor_name=actor_name,
-        send=lambda: notifier.mailer.send(email),
+        send=lambda: mailer.send(email),
     )
 
 
@@ -232,10 +259,15 @@ def send_sms(
     idempotency_key: str,
     message_id: str,
     actor_name: str = "notifications.send_sms",
+    critical: bool = False,
+    now: datetime | None = None,
 ) -> DeliveryResult:
     """Render the SMS variant of ``template`` for the user and send it through Twilio at most once
-    per key."""
+    per key; during the user's quiet hours, unless ``critical``, raise ``QuietHours``."""
     user = reachable_user(notifier.engine, user_id, "sms", "phone")
+    if (earlier := already_sent(notifier, idempotency_key)) is not None:
+        return earlier
+    check_quiet_hours(user, "sms", critical=critical, now=now)
     sms = Sms(
         to=user.phone or "", body=render_sms(template, {"name": user.name, "locale": user.locale, **context})
     )
@@ -260,41 +292,58 @@ def send_push(
     idempotency_key: str,
     message_id: str,
     actor_name: str = "notifications.send_push",
+    critical: bool = False,
+    now: datetime | None = None,
 ) -> DeliveryResult:
-    """Send the push variant of ``template`` to each of the user's devices, once per device and key.
+    """Send the push variant of ``template`` to each of the user's devices, once per device and key;
+    during the user's quiet hours, unless ``critical``, raise ``QuietHours``.
 
-    Each device has its own ledger key (``<key>:push:<token hash>``): a retry after a failure on one
-    device does not notify the devices already reached. Tokens FCM calls unregistered or invalid
-    are removed from the user; if no device is left, the push is a ``RecipientError``.
+    Each device has its own ledger row (``<key>:push:<token hash>``, channel ``push_device``): a
+    retry after a failure on one device does not notify the devices already reached. Once every
+    device has been tried and one was reached, a ``push`` row under ``<key>`` itself says the
+    notification went out, so a redelivery after the user's tokens changed (a new token has no
+    device row yet) sends nothing. Tokens FCM calls unregistered or invalid are removed from the
+    user, even when a later device fails; if no device is left, the push is a ``RecipientError``.
     """
+    if (earlier := already_sent(notifier, idempotency_key)) is not None:
+        return earlier
     user = reachable_user(notifier.engine, user_id, "push", "push_tokens")
+    check_quiet_hours(user, "push", critical=critical, now=now)
     title, body = render_push(template, {"name": user.name, "locale": user.locale, **context})
     sender = notifier.push  # before any ledger claim: a missing configuration claims nothing
     data = {"message_id": message_id, "template": template}
     delivered: list[DeliveryResult] = []
     dead: list[str] = []
-    for token in list(user.push_tokens):
-        push = Push(token=token, title=title, body=body, data=data)
-        try:
-            delivered.append(
-                deliver_once(
-                    notifier,
-                    channel="push",
-                    user_id=user_id,
-                    idempotency_key=f"{idempotency_key}:push:{_token_hash(token)}",
-                    message_id=message_id,
-                    actor_name=actor_name,
-                    send=functools.partial(sender.send, push),
+    try:
+        for token in list(user.push_tokens):
+            push = Push(token=token, title=title, body=body, data=data)
+            try:
+                delivered.append(
+                    deliver_once(
+                        notifier,
+                        channel="push_device",
+                        user_id=user_id,
+                        idempotency_key=f"{idempotency_key}:push:{_token_hash(token)}",
+                        message_id=message_id,
+                        actor_name=actor_name,
+                        send=functools.partial(sender.send, push),
+                    )
                 )
-            )
-        except DeadTokenError:
-            dead.append(token)
-    if dead:
-        remove_push_tokens(notifier.engine, user_id, dead)
+            except DeadTokenError:
+                dead.append(token)
+    finally:
+        # Also when a later device raised (a 503, a time limit): the dead tokens found so far are
+        # known for good, and the retry should not try them again.
+        if dead:
+            remove_push_tokens(notifier.engine, user_id, dead)
     if not delivered:
         raise RecipientError(f"user {user_id} has no registered device left ({len(dead)} token(s) removed)")
+    provider_id = delivered[0].provider_message_id
+    notifier.ledger.record(idempotency_key, status=SENT, channel="push", actor_name=actor_name,
+                           message_id=message_id, user_id=user_id, provider_message_id=provider_id,
+                           replaces=RETAKEABLE)  # fmt: skip
     status = "sent" if any(d.status == "sent" for d in delivered) else "duplicate"
-    return DeliveryResult(status, idempotency_key, delivered[0].provider_message_id)
+    return DeliveryResult(status, idempotency_key, provider_id)
 
 
 def _token_hash(token: str) -> str:

@@ -19,6 +19,11 @@ from contracts.errors import TemplateError
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 
+class TemplateTooLongError(TemplateError):
+    """Raised when a template renders fine but too long for its channel (an SMS over two segments):
+    the notification may still go by another channel, unlike a missing template or variable."""
+
+
 @dataclass(frozen=True)
 class RenderedEmail:
     subject: str
@@ -78,7 +83,9 @@ def render_sms(name: str, context: dict[str, Any]) -> str:
     """Render an SMS template to one line of at most ``SMS_MAX_CHARS`` characters."""
     text = " ".join(_render("SMS", name, f"sms/{name}.txt", context, sms_templates()).split())
     if len(text) > SMS_MAX_CHARS:
-        raise TemplateError(f"SMS template {name!r} renders {len(text)} characters, over {SMS_MAX_CHARS}")
+        raise TemplateTooLongError(
+            f"SMS template {name!r} renders {len(text)} characters, over {SMS_MAX_CHARS}"
+        )
     return text
 
 

@@ -60,13 +60,15 @@ def test_ten_thousand_recipients_take_ten_requests_and_a_rerun_sends_nothing(
     addresses = [p["to"][0]["email"] for b in bodies for p in b["personalizations"]]
     assert len(bodies) == 10 and all(len(b["personalizations"]) <= 1000 for b in bodies)
     assert sorted(addresses) == sorted(reachable)
-    # And each personalization carries the recipient's name for the template's -name- tag
+    # And each personalization carries the recipient's name for the text's -name- tag and, escaped,
+    # for the HTML's -name_html- tag
     first = bodies[0]
     assert first["personalizations"][0] == {
         "to": [{"email": "student1@example.edu", "name": "Student 1"}],
-        "substitutions": {"-name-": "Student 1"},
+        "substitutions": {"-name-": "Student 1", "-name_html-": "Student 1"},
     }
     assert "Dear -name-, the school is closed today." in first["content"][0]["value"]
+    assert "Dear -name_html-, the school is closed today." in first["content"][1]["value"]
     assert first["custom_args"] == {"message_id": message_id, "batch": "0"}
     assert first["categories"] == ["emergency_alert", "bulk"]
     # When the same bulk job is sent again (a retry or a resend with the same key)

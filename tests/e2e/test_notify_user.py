@@ -113,10 +113,12 @@ def test_a_channel_that_fails_for_good_falls_back_to_the_next_once(
     worker_client.send("notifications.notify_user", payload, idempotency_key="alert:2")
     wait_until(lambda: depth(edujobs_env["EDUJOBS_RABBITMQ_URL"], "notifications") == 0)
     clock.sleep(1.0)
-    # Then the SMS went out once, and the ledger says why push was not used
+    # Then the SMS went out once, and the ledger says why push was not used: the device's token
+    # was refused, which left the user without a device
     assert len(fake_twilio.requests) == 1 and len(fake_fcm.requests) == 1
-    push, sms = ledger(engine)
-    assert push[:2] == ("push", "failed") and "FCM refused the device token" in (push[2] or "")
+    device, push, sms = ledger(engine)
+    assert device[:2] == ("push_device", "failed") and "FCM refused the device token" in (device[2] or "")
+    assert push[:2] == ("push", "skipped") and "no registered device left" in (push[2] or "")
     assert sms == ("sms", "sent", None)
 
 
@@ -177,7 +179,10 @@ def test_an_fcm_outage_opens_the_breaker_sms_delivers_and_after_recovery_nothing
         # call that closes the breaker, and go by push
         fake_fcm.wait_for(4, timeout=90)
         wait_until(
-            lambda: sorted(c for c, s, _ in ledger(engine) if s == "sent") == ["push", "push", "sms"],
+            lambda: (
+                sorted(c for c, s, _ in ledger(engine) if s == "sent" and c != "push_device")
+                == ["push", "push", "sms"]
+            ),
             what="two pushes and an SMS in the ledger",
         )
         # And a redelivery of each (same idempotency keys) sends nothing more

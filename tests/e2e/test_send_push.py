@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import time as clock_time
 
 import pytest
 from sqlalchemy import Engine, select
@@ -23,9 +24,14 @@ from tests.worker import wait_until
 @pytest.fixture
 def engine(edujobs_env: dict[str, str]) -> Iterator[Engine]:
     engine = make_engine(edujobs_env["EDUJOBS_DATABASE_URL"])
+    no_quiet_hours = {
+        "quiet_hours_start": clock_time(0, 0),
+        "quiet_hours_end": clock_time(0, 0),
+    }  # any time of day
     with Session(engine) as session:
-        session.add(User(id=1, name="Ada Lovelace", role="student", push_tokens=["phone-ada", "old-tablet"]))
-        session.add(User(id=2, name="Gone", role="student", push_tokens=["uninstalled"]))
+        session.add(User(id=1, name="Ada Lovelace", role="student", push_tokens=["phone-ada", "old-tablet"],
+                         **no_quiet_hours))  # fmt: skip
+        session.add(User(id=2, name="Gone", role="student", push_tokens=["uninstalled"], **no_quiet_hours))
         session.commit()
     yield engine
     engine.dispose()

@@ -1,10 +1,13 @@
 """End to end: an SMS sent by a service reaches a `dramatiq actors` worker and the fake Twilio once;
-a number Twilio refuses ends in the dead-letter queue with the reason, after one attempt."""
+a number Twilio refuses ends in the dead-letter queue with the reason, after one attempt; during the
+user's quiet hours the SMS is parked in RabbitMQ until they end, unless it is critical."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
 
 import pytest
 from sqlalchemy import Engine, select
@@ -22,10 +25,17 @@ from tests.worker import wait_until
 @pytest.fixture
 def engine(edujobs_env: dict[str, str]) -> Iterator[Engine]:
     engine = make_engine(edujobs_env["EDUJOBS_DATABASE_URL"])
+    no_quiet_hours = {"quiet_hours_start": clock_time(0, 0), "quiet_hours_end": clock_time(0, 0)}
+    now = datetime.now(UTC)
+    quiet_now = {  # a quiet period (the user's zone is UTC) that contains the present, ends in 2 h
+        "quiet_hours_start": (now - timedelta(hours=1)).time().replace(microsecond=0),
+        "quiet_hours_end": (now + timedelta(hours=2)).time().replace(microsecond=0),
+    }
     with Session(engine) as session:
-        session.add(User(id=1, phone="+15551230001", name="Ada Lovelace", role="student"))
-        session.add(User(id=2, phone="+1555", name="Bad Number", role="student"))
-        session.add(User(id=3, phone=None, name="No Phone", role="student"))
+        session.add(User(id=1, phone="+15551230001", name="Ada Lovelace", role="student", **no_quiet_hours))
+        session.add(User(id=2, phone="+1555", name="Bad Number", role="student", **no_quiet_hours))
+        session.add(User(id=3, phone=None, name="No Phone", role="student", **no_quiet_hours))
+        session.add(User(id=4, phone="+15551230004", name="Night Owl", role="student", **quiet_now))
         session.commit()
     yield engine
     engine.dispose()
@@ -82,3 +92,26 @@ def test_a_number_twilio_refuses_is_dead_lettered_at_once(
     assert any("user 3 has no phone number" in e for e in errors), errors
     assert {d.headers["x-edujobs-exception"] for d in dead} == {"RecipientError"}
     assert len(fake_twilio.requests) == 1
+
+
+def test_a_direct_sms_waits_out_quiet_hours_in_rabbitmq_but_a_critical_one_does_not(
+    worker_client: Client, fake_twilio: FakeTwilio, edujobs_env: dict[str, str]
+) -> None:
+    url = edujobs_env["EDUJOBS_RABBITMQ_URL"]
+    payload = {"user_id": 4, "template": "emergency_alert", "context": {"title": "Closed", "body": "Snow."}}
+    # When a normal SMS is sent to a user whose quiet hours are now
+    worker_client.send("notifications.send_sms", payload, idempotency_key="closed:4:sms")
+    # Then nothing reaches Twilio: the same SMS (same key) is parked until the period ends
+    wait_until(lambda: depth(url, "notifications.wait") == 1, what="a message parked in notifications.wait")
+    [parked] = take(url, "notifications.wait", 1)
+    message = parked.message()
+    assert message["actor_name"] == "notifications.send_sms"
+    assert message["kwargs"]["idempotency_key"] == "closed:4:sms"
+    assert 2 * 3600 - 120 < message["options"]["eta"] / 1000 - time.time() < 2 * 3600 + 120
+    assert fake_twilio.requests == []
+    # When the same SMS is sent as critical, it goes out at once
+    worker_client.send(
+        "notifications.send_sms", payload, idempotency_key="closed:4:critical", priority="critical"
+    )
+    fake_twilio.wait_for(1)
+    assert [m["To"] for m in fake_twilio.messages()] == ["+15551230004"]

@@ -4,13 +4,20 @@ seconds inside the SDK."""
 
 from __future__ import annotations
 
+import email.utils
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from actors.notifications.providers.fcm import DeadTokenError, FcmSender, Push
-from contracts.errors import ConfigurationError, ProviderUnavailableError, RateLimitedError
+from contracts.errors import (
+    ConfigurationError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+    RateLimitedError,
+)
 from middleware.breaker_storage import BreakerRegistry
 from tests.fakes import fcm
 from tests.fakes.fcm import FakeFcm
@@ -41,6 +48,35 @@ def test_a_dead_token_is_reported_as_such(sender: FcmSender, fake_fcm: FakeFcm, 
     fake_fcm.queue(reply)
     with pytest.raises(DeadTokenError, match="FCM refused the device token"):
         sender.send(Push(token="device-1", title="t", body="b"))
+
+
+def test_a_bad_payload_is_permanent_but_not_a_dead_token(sender: FcmSender, fake_fcm: FakeFcm) -> None:
+    # INVALID_ARGUMENT about the message, not the token: the device must not be removed
+    fake_fcm.queue(fcm.error(400, "INVALID_ARGUMENT", "Invalid value at 'message.data[0].value'",
+                             "INVALID_ARGUMENT"))  # fmt: skip
+    with pytest.raises(ProviderRejectedError, match="invalid") as raised:
+        sender.send(Push(token="device-1", title="t", body="b"))
+    assert not isinstance(raised.value, DeadTokenError)
+
+
+def test_a_token_named_by_a_field_violation_is_dead(sender: FcmSender, fake_fcm: FakeFcm) -> None:
+    reply = fcm.error(400, "INVALID_ARGUMENT", "Request contains an invalid argument.", "INVALID_ARGUMENT")
+    reply.body["error"]["details"].append({"@type": "type.googleapis.com/google.rpc.BadRequest",
+                                           "fieldViolations": [{"field": "message.token"}]})  # fmt: skip
+    fake_fcm.queue(reply)
+    with pytest.raises(DeadTokenError):
+        sender.send(Push(token="device-1", title="t", body="b"))
+
+
+def test_an_outage_carries_retry_after_as_an_http_date(sender: FcmSender, fake_fcm: FakeFcm) -> None:
+    reply = fcm.unavailable()
+    reply.headers["Retry-After"] = email.utils.format_datetime(
+        datetime.now(UTC) + timedelta(seconds=40), usegmt=True
+    )
+    fake_fcm.queue(reply)
+    with pytest.raises(ProviderUnavailableError) as raised:
+        sender.send(Push(token="device-1", title="t", body="b"))
+    assert raised.value.retry_after is not None and 35 <= raised.value.retry_after <= 40
 
 
 def test_a_quota_error_carries_retry_after(sender: FcmSender, fake_fcm: FakeFcm) -> None:

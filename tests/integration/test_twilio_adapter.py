@@ -3,6 +3,9 @@ how each kind of failure is translated into an edujobs error."""
 
 from __future__ import annotations
 
+import email.utils
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from actors.notifications.providers.twilio import Sms, TwilioSender
@@ -13,6 +16,7 @@ from contracts.errors import (
     RecipientError,
 )
 from middleware.breaker_storage import BreakerRegistry, CircuitOpenError
+from store.once import OutcomeUnknownError
 from tests.fakes import twilio
 from tests.fakes.http import Reply
 from tests.fakes.twilio import FakeTwilio
@@ -81,8 +85,19 @@ def test_a_slow_twilio_is_a_transient_error_after_the_timeout(
     sender: TwilioSender, fake_twilio: FakeTwilio
 ) -> None:
     fake_twilio.queue(Reply(201, {"sid": "SM" + "1" * 32}, delay=2.0))
-    with pytest.raises(ProviderUnavailableError, match="did not answer in time"):
+    # The request went out: Twilio may have queued the SMS, so the ledger keeps its claim
+    with pytest.raises(OutcomeUnknownError, match="did not answer in time"):
         sender.send(Sms(to="+15551230001", body="hello"))
+
+
+def test_a_503_carries_retry_after_as_an_http_date(sender: TwilioSender, fake_twilio: FakeTwilio) -> None:
+    later = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
+    reply = twilio.server_error(503)
+    reply.headers["Retry-After"] = later
+    fake_twilio.queue(reply)
+    with pytest.raises(ProviderUnavailableError) as raised:
+        sender.send(Sms(to="+15551230001", body="hello"))
+    assert raised.value.retry_after is not None and 85 <= raised.value.retry_after <= 90
 
 
 def test_repeated_outages_open_the_twilio_breaker(

@@ -1,9 +1,20 @@
-"""Bulk email's pieces as plain functions: the token bucket's pacing and the batches' shape."""
+"""Bulk email's pieces: the token bucket's pacing, the batches' shape, the names' escaping."""
 
 from __future__ import annotations
 
-from actors.notifications.bulk import TokenBucket, batches_of
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from actors.notifications.bulk import TokenBucket, batches_of, send_bulk_email
 from actors.notifications.providers.sendgrid import MAX_PERSONALIZATIONS
+from actors.notifications.service import Notifier
+from brokers.settings import Settings
+from store.db import make_engine
+from store.ledger import Ledger
+from store.migrate import upgrade
+from store.models import User
+from tests.fakes.sendgrid import FakeSendGrid
 
 
 class FakeClock:
@@ -40,3 +51,28 @@ def test_batches_cover_each_id_once_in_a_stable_order() -> None:
     batches = batches_of(ids)
     assert [len(b) for b in batches] == [MAX_PERSONALIZATIONS, MAX_PERSONALIZATIONS, 500]
     assert batches[0][:3] == [1, 2, 3] and [i for b in batches for i in b] == sorted(set(ids))
+
+
+def test_names_go_into_the_html_part_escaped(tmp_path: Path, fake_sendgrid: FakeSendGrid) -> None:
+    # Given a recipient whose name looks like markup
+    url = f"sqlite:///{tmp_path}/bulk.db"
+    upgrade(url)
+    engine = make_engine(url)
+    with Session(engine) as session:
+        session.add(User(id=1, name='<b>Bo</b> & "co"', role="student", email="bo@example.edu"))
+        session.commit()
+    settings = Settings(sendgrid_api_key="SG.k", sendgrid_host=fake_sendgrid.url, email_from="s@example.edu")
+    notifier = Notifier(engine=engine, ledger=Ledger(engine), settings=settings)
+    # When a bulk email addressing each recipient by name is sent
+    send_bulk_email(notifier, TokenBucket(rate=100), user_ids=[1], template="emergency_alert",
+                    context={"title": "Closed", "body": "Dear -name-, no school."},
+                    idempotency_key="b", message_id="m")  # fmt: skip
+    engine.dispose()
+    # Then the HTML part's tag is substituted with the escaped name, the text part's with the name
+    [body] = fake_sendgrid.mails()
+    text, html = (part["value"] for part in body["content"])
+    assert "Dear -name-," in text and "Dear -name_html-," in html and "-name-" not in html
+    assert body["personalizations"][0]["substitutions"] == {
+        "-name-": '<b>Bo</b> & "co"',
+        "-name_html-": "&lt;b&gt;Bo&lt;/b&gt; &amp; &quot;co&quot;",
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +11,9 @@ from sqlalchemy import Engine
 
 from contracts.errors import InProgressError, ProviderUnavailableError
 from store.db import make_engine
-from store.ledger import Ledger
+from store.ledger import SKIPPED, Ledger
 from store.migrate import upgrade
-from store.once import perform_once
+from store.once import OutcomeUnknownError, perform_once
 
 
 @pytest.fixture
@@ -58,3 +59,45 @@ def test_an_interrupted_attempt_blocks_others_until_its_lease_expires(ledger: Le
         perform_once(ledger, "k", channel="email", actor_name="a", message_id="m1", action=interrupted)
     with pytest.raises(InProgressError):
         perform_once(ledger, "k", channel="email", actor_name="a", message_id="m1", action=lambda: "p")
+
+
+def test_a_send_with_an_unknown_outcome_keeps_its_claim_until_the_lease_expires(tmp_path: Path) -> None:
+    # Given a ledger whose leases last one second, and a send that timed out after the request left
+    url = f"sqlite:///{tmp_path}/lease.db"
+    upgrade(url)
+    engine = make_engine(url)
+    ledger = Ledger(engine, lease_seconds=1)
+    sent: list[str] = []
+
+    def timed_out() -> str:
+        raise OutcomeUnknownError("no answer in time")
+
+    with pytest.raises(OutcomeUnknownError):
+        perform_once(ledger, "k", channel="email", actor_name="a", message_id="m1", action=timed_out)
+    # When it is retried at once, the provider may have the email: nothing is sent
+    with pytest.raises(InProgressError):
+        perform_once(ledger, "k", channel="email", actor_name="a", message_id="m1", action=lambda: "x")
+
+    # And once the lease expired, the retry sends
+    def send() -> str:
+        sent.append("email")
+        return "p2"
+
+    time.sleep(1.1)
+    retried = perform_once(ledger, "k", channel="email", actor_name="a", message_id="m1", action=send)
+    assert retried.status == "done" and sent == ["email"]
+    engine.dispose()
+
+
+def test_a_skipped_row_does_not_count_as_done(ledger: Ledger) -> None:
+    ledger.record(
+        "k:sms", status=SKIPPED, channel="sms", actor_name="a", message_id="m1", error="not configured"
+    )
+    skipped = ledger.get("k:sms")
+    assert skipped is not None and (skipped.status, skipped.error) == ("skipped", "not configured")
+    done = perform_once(ledger, "k:sms", channel="sms", actor_name="a", message_id="m1", action=lambda: "SM1")
+    assert done.status == "done"
+    # A later skip does not overwrite a sent row
+    assert not ledger.record("k:sms", status=SKIPPED, channel="sms", actor_name="a", message_id="m2")
+    sent = ledger.get("k:sms")
+    assert sent is not None and (sent.status, sent.provider_message_id) == ("sent", "SM1")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import email.utils
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from actors.notifications.providers.retry_after import parse_retry_after
 from actors.notifications.providers.sendgrid import Attachment, Email, SendGridMailer
 from contracts.errors import ProviderRejectedError, ProviderUnavailableError, RateLimitedError
+from store.once import OutcomeUnknownError
 from tests.fakes.http import Reply
 from tests.fakes.sendgrid import FakeSendGrid
 
@@ -87,3 +91,40 @@ def test_a_closed_port_is_transient() -> None:
     closed = SendGridMailer(api_key="k", host="http://127.0.0.1:9", timeout=1, from_email="a@b.c")
     with pytest.raises(ProviderUnavailableError):
         closed.send(EMAIL)
+
+
+def test_a_503_carries_retry_after_in_either_form(sendgrid: FakeSendGrid) -> None:
+    in_a_minute = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)
+    sendgrid.queue(
+        Reply(503, {"errors": [{"message": "down"}]}, {"Retry-After": "30"}),
+        Reply(429, {"errors": [{"message": "slow down"}]}, {"Retry-After": in_a_minute}),
+    )
+    with pytest.raises(ProviderUnavailableError) as unavailable:
+        mailer(sendgrid).send(EMAIL)
+    with pytest.raises(RateLimitedError) as limited:
+        mailer(sendgrid).send(EMAIL)
+    assert unavailable.value.retry_after == 30
+    assert limited.value.retry_after is not None and 55 <= limited.value.retry_after <= 60
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("120", 120.0),
+        ("Wed, 02 Dec 2026 10:02:00 GMT", 120.0),  # IMF-fixdate
+        ("Wednesday, 02-Dec-26 10:02:00 GMT", 120.0),  # obsolete RFC 850 form
+        ("Tue, 01 Dec 2026 10:00:00 GMT", 0.0),  # already past
+        ("soon", None),
+        (None, None),
+    ],
+)
+def test_retry_after_reads_seconds_and_http_dates(value: str | None, seconds: float | None) -> None:
+    now = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    assert parse_retry_after(value, now=lambda: now) == seconds
+
+
+def test_a_timeout_after_sending_is_an_unknown_outcome(sendgrid: FakeSendGrid) -> None:
+    # SendGrid may have accepted the email: the ledger must keep its claim (store.once)
+    sendgrid.queue(Reply(202, None, {}, delay=2))
+    with pytest.raises(OutcomeUnknownError):
+        mailer(sendgrid, timeout=0.3).send(EMAIL)

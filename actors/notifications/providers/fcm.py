@@ -10,10 +10,14 @@ one, and only when the base URL is not Google's, static test credentials that ne
 
 Errors, per device token:
 
-- UNREGISTERED, SENDER_ID_MISMATCH, or INVALID_ARGUMENT → ``DeadTokenError``: this token will never
-  work again; the caller removes it from the user;
-- QUOTA_EXCEEDED (429) → ``RateLimitedError`` with the response's Retry-After;
-- UNAVAILABLE, INTERNAL, deadline exceeded, connection errors → ``ProviderUnavailableError``;
+- UNREGISTERED, SENDER_ID_MISMATCH, or an INVALID_ARGUMENT about the registration token itself
+  ("not a valid FCM registration token", or a field violation on ``message.token``) →
+  ``DeadTokenError``: this token will never work again; the caller removes it from the user;
+- any other INVALID_ARGUMENT (a bad payload: too large, bad data keys...) → ``ProviderRejectedError``:
+  permanent, but our fault, so the user's tokens are kept;
+- QUOTA_EXCEEDED (429) → ``RateLimitedError`` with the response's Retry-After (seconds or HTTP date);
+- UNAVAILABLE, INTERNAL, deadline exceeded, connection errors → ``ProviderUnavailableError`` (a
+  503's Retry-After honoured);
 - anything else (authentication, permission) → ``ProviderRejectedError``.
 
 Every call runs inside the ``fcm`` circuit breaker's guard.
@@ -32,6 +36,7 @@ import google.auth.credentials
 import requests.adapters
 from firebase_admin import credentials, exceptions, messaging
 
+from actors.notifications.providers.retry_after import header, parse_retry_after
 from contracts.errors import (
     ConfigurationError,
     PermanentError,
@@ -136,11 +141,12 @@ class FcmSender:
 
 def translate_error(error: exceptions.FirebaseError) -> Exception:
     detail = str(error)[:300] or type(error).__name__
-    if isinstance(
-        error,
-        messaging.UnregisteredError | messaging.SenderIdMismatchError | exceptions.InvalidArgumentError,
-    ):
+    if isinstance(error, messaging.UnregisteredError | messaging.SenderIdMismatchError):
         return DeadTokenError(f"FCM refused the device token: {detail}")
+    if isinstance(error, exceptions.InvalidArgumentError):
+        if _about_the_token(error):
+            return DeadTokenError(f"FCM refused the device token: {detail}")
+        return ProviderRejectedError(f"FCM refused the notification as invalid: {detail}")
     if isinstance(error, messaging.QuotaExceededError | exceptions.ResourceExhaustedError):
         return RateLimitedError(f"FCM quota exceeded: {detail}", retry_after=_retry_after(error))
     if isinstance(
@@ -150,14 +156,29 @@ def translate_error(error: exceptions.FirebaseError) -> Exception:
         | exceptions.DeadlineExceededError
         | exceptions.UnknownError,
     ):
-        return ProviderUnavailableError(f"FCM unavailable: {detail}")
+        return ProviderUnavailableError(f"FCM unavailable: {detail}", retry_after=_retry_after(error))
     return ProviderRejectedError(f"FCM refused the notification ({type(error).__name__}): {detail}")
 
 
 def _retry_after(error: exceptions.FirebaseError) -> float | None:
     response = error.http_response
-    value = response.headers.get("Retry-After") if response is not None else None
+    return parse_retry_after(header(response.headers)) if response is not None else None
+
+
+def _about_the_token(error: exceptions.FirebaseError) -> bool:
+    """Whether an INVALID_ARGUMENT names the registration token (not the rest of the message).
+
+    FCM says so in the message ("The registration token is not a valid FCM registration token") and,
+    in newer responses, in a ``google.rpc.BadRequest`` field violation on ``message.token``."""
+    if "registration token" in str(error).lower():
+        return True
+    response = error.http_response
     try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+        details = response.json()["error"].get("details") or [] if response is not None else []
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+    for detail in details:
+        for violation in (detail.get("fieldViolations") or []) if isinstance(detail, dict) else []:
+            if isinstance(violation, dict) and violation.get("field") == "message.token":
+                return True
+    return False

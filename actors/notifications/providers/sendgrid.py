@@ -1,7 +1,10 @@
 """SendGrid adapter: the real ``sendgrid`` client, with a timeout, its errors translated.
 
-429 and 5xx, timeouts and connection errors become ``TransientError`` subclasses (429 carries the
-provider's Retry-After); other 4xx become ``ProviderRejectedError`` (permanent).
+429 and 5xx, timeouts and connection errors become ``TransientError`` subclasses (429 and 503 carry
+the provider's Retry-After, in seconds or as an HTTP date); other 4xx become
+``ProviderRejectedError`` (permanent). A read timeout (the request went out, no answer came) is
+``OutcomeUnknownError``: SendGrid may have accepted the email, so the ledger keeps its claim
+(``store.once``) instead of letting the retry send a second copy at once.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from typing import Any
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
+from actors.notifications.providers.retry_after import header, parse_retry_after
 from contracts.errors import ProviderRejectedError, ProviderUnavailableError, RateLimitedError
 from middleware.breaker_storage import guard
+from store.once import OutcomeUnknownError
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +147,9 @@ class SendGridMailer:
         except HTTPError as e:
             raise translate_http_error(e) from None
         except TimeoutError as e:
-            raise ProviderUnavailableError(f"SendGrid did not answer in time: {e}") from None
+            # urllib raises a bare TimeoutError only while reading the response: the request was
+            # sent. A connect timeout arrives wrapped in URLError below (nothing was sent).
+            raise OutcomeUnknownError(f"SendGrid did not answer in time: {e}") from None
         except (urllib.error.URLError, ConnectionError, OSError) as e:
             raise ProviderUnavailableError(f"SendGrid unreachable: {e}") from None
         headers = getattr(response, "headers", None) or {}
@@ -153,12 +160,11 @@ class SendGridMailer:
 def translate_http_error(error: HTTPError) -> Exception:
     status = int(getattr(error, "status_code", 0) or 0)
     detail = _error_detail(error)
+    retry_after = parse_retry_after(header(getattr(error, "headers", None)))
     if status == 429:
-        return RateLimitedError(
-            f"SendGrid rate limit (429): {detail}", retry_after=_retry_after(getattr(error, "headers", None))
-        )
+        return RateLimitedError(f"SendGrid rate limit (429): {detail}", retry_after=retry_after)
     if status >= 500 or status in (0, 408):
-        return ProviderUnavailableError(f"SendGrid error {status}: {detail}")
+        return ProviderUnavailableError(f"SendGrid error {status}: {detail}", retry_after=retry_after)
     return ProviderRejectedError(f"SendGrid refused the email ({status}): {detail}")
 
 
@@ -171,13 +177,3 @@ def _error_detail(error: HTTPError) -> str:
     except Exception:
         pass
     return str(getattr(error, "reason", "") or "no detail")
-
-
-def _retry_after(headers: Any) -> float | None:
-    if headers is None or not hasattr(headers, "get"):
-        return None
-    value = headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None

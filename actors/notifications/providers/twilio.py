@@ -5,8 +5,10 @@ Twilio's client has no base-URL option: ``_HostClient``, a ``TwilioHttpClient`` 
 timeout to every request. Errors are caught as ``TwilioException`` (errors in RFC 9457 form are not
 ``TwilioRestException``) and translated:
 
-- 429 → ``RateLimitedError`` carrying the response's Retry-After;
-- 5xx, 408, timeouts, connection errors → ``ProviderUnavailableError`` (retried);
+- 429 → ``RateLimitedError`` carrying the response's Retry-After (seconds or an HTTP date);
+- 5xx, 408, timeouts, connection errors → ``ProviderUnavailableError`` (retried; a 503's
+  Retry-After is honoured); a read timeout (the request went out, no answer came) is
+  ``OutcomeUnknownError``, so the ledger keeps its claim rather than letting a retry send twice;
 - an invalid or unreachable number (Twilio codes 21211, 21614, 21408, 21610, 21612...) →
   ``RecipientError``; any other 4xx → ``ProviderRejectedError`` (permanent).
 
@@ -26,6 +28,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from actors.notifications.providers.retry_after import header, parse_retry_after
 from contracts.errors import (
     ProviderRejectedError,
     ProviderUnavailableError,
@@ -33,6 +36,7 @@ from contracts.errors import (
     RecipientError,
 )
 from middleware.breaker_storage import guard
+from store.once import OutcomeUnknownError
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +118,8 @@ class TwilioSender:
             message = self.client.messages.create(**options)
         except TwilioException as e:
             raise translate_error(e, self.http.last_headers()) from None
+        except requests.ReadTimeout as e:
+            raise OutcomeUnknownError(f"Twilio did not answer in time: {e}") from None
         except requests.Timeout as e:
             raise ProviderUnavailableError(f"Twilio did not answer in time: {e}") from None
         except (requests.ConnectionError, OSError) as e:
@@ -132,20 +138,11 @@ def translate_error(error: TwilioException, headers: dict[str, str]) -> Exceptio
     else:
         return ProviderUnavailableError(f"Twilio call failed: {str(error)[:300]}")
     detail = detail[:300] + (f" (Twilio code {code})" if code else "")
+    retry_after = parse_retry_after(header(headers))
     if status == 429:
-        return RateLimitedError(f"Twilio rate limit (429): {detail}", retry_after=_retry_after(headers))
+        return RateLimitedError(f"Twilio rate limit (429): {detail}", retry_after=retry_after)
     if status >= 500 or status in (0, 408):
-        return ProviderUnavailableError(f"Twilio error {status}: {detail}")
+        return ProviderUnavailableError(f"Twilio error {status}: {detail}", retry_after=retry_after)
     if code in RECIPIENT_ERROR_CODES:
         return RecipientError(f"Twilio cannot send to this number: {detail}")
     return ProviderRejectedError(f"Twilio refused the SMS ({status}): {detail}")
-
-
-def _retry_after(headers: dict[str, str]) -> float | None:
-    for name, value in headers.items():
-        if name.lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                return None
-    return None
