@@ -97,6 +97,15 @@ CRONTAB: tuple[Schedule, ...] = (
         description="Views and learners per lesson and course over the last 7 days.",
     ),
     Schedule(
+        "weekly-digest",
+        "notifications.send_weekly_digests",
+        "0 17 * * sun",
+        misfire="catch_up",
+        # Sunday 17:00, before the default quiet hours (21:00): the week's grades and reports, read
+        # while the week is fresh; a digest caught up later still covers the 7 days before its run.
+        description="Send each user one summary of the week's grades and reports.",
+    ),
+    Schedule(
         "weekly-inactive-users",
         "academics.notify_inactive_users",
         "0 9 * * sun",

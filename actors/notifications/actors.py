@@ -120,7 +120,10 @@ def notify_user(
 ) -> dict[str, Any]:
     key = idempotency_key or current_idempotency_key()
     arguments = _arguments(user_id, template, context, key)
-    outcome = routing.notify_user(service.default_notifier(), channels=channels, **arguments)
+    notifier = service.default_notifier()
+    outcome = routing.notify_user(notifier, channels=channels, **arguments)
+    if isinstance(outcome, routing.Delivered) and outcome.result.status == "sent":
+        digests.record_weekly_events(notifier.engine, user_id, template, context or {})
     if isinstance(outcome, routing.Deferred):
         payload = {"user_id": user_id, "template": template, "context": context or {},
                    "idempotency_key": key, "channels": channels}  # fmt: skip
@@ -157,7 +160,13 @@ def send_digest(user_id: int, kind: str, window_start: str, window_end: str) -> 
 
 @actor("notifications.send_weekly_digests", time_limit=600_000, max_retries=3, max_backoff=600_000)
 def send_weekly_digests(as_of: str | None = None) -> dict[str, Any]:
-    end = datetime.fromisoformat(as_of) if as_of else datetime.now(UTC)
+    # Without as_of (the scheduler sends none), the hour of the run: a rerun within the hour makes
+    # the same per-user keys, so no digest goes out twice.
+    end = (
+        datetime.fromisoformat(as_of)
+        if as_of
+        else datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    )
     start = end - digests.WEEK
     users = digests.due_digests(service.default_notifier().engine, "weekly", start, end)
     for user_id in users:

@@ -5,7 +5,15 @@ weekly summary; ``daily_grade``: a posted grade). ``send_digest`` takes a user's
 of one kind within a window, delivers ONE notification through ``routing.notify_user`` under the
 key ``digest:<kind>:<user>:<window end>``, and then marks those events digested. A rerun (crash
 after delivering, before marking) finds the delivery in the ledger, sends nothing, and marks them.
-``due_digests`` lists the users with a weekly digest to send, for the scheduled fan-out.
+``due_digests`` lists the users with a weekly digest to send, for the scheduled fan-out (the
+crontab's ``weekly-digest``, Sundays).
+
+Weekly events come from the notifications themselves: when ``notify_user`` delivers a grade
+(``grade_posted``), a day's grades (``daily_grade_digest``) or a finished report (``report_ready``),
+``record_weekly_events`` keeps one line per item for the user's Sunday summary. Only a delivery
+that went out now records them (a redelivered notification, answered from the ledger, does not), so
+a redelivery adds no line twice; a worker dying between the send and the record loses those lines
+(the week's summary is a convenience, the notification itself was delivered).
 """
 
 from __future__ import annotations
@@ -48,6 +56,36 @@ def record_digest_event(engine: Engine, user_id: int, kind: str, payload: dict[s
         session.add(event)
         session.flush()
         return event.id
+
+
+def weekly_summaries(template: str, context: dict[str, Any]) -> list[str]:
+    """The weekly digest's lines for a delivered notification; none for templates it does not sum up."""
+    if template == "grade_posted":
+        grades = [context]
+    elif template == "daily_grade_digest":
+        grades = [g for g in context.get("grades") or [] if isinstance(g, dict)]
+    elif template == "report_ready":
+        fmt = str(context.get("report_format", "")).upper()
+        return [f'Report "{context.get("report_name", "report")}" ({fmt}) is ready']
+    else:
+        return []
+    return [
+        f"{g.get('course', '')}, {g.get('assignment', '')}: {g.get('score', '')}/{g.get('max_score', '')}"
+        for g in grades
+    ]
+
+
+def record_weekly_events(engine: Engine, user_id: int, template: str, context: dict[str, Any]) -> int:
+    """Keep the weekly digest's lines for a notification just delivered; return how many."""
+    kind = "report" if template == "report_ready" else "grade"
+    lines = weekly_summaries(template, context)
+    if lines:
+        with Session(engine) as session, session.begin():
+            session.add_all(
+                DigestEvent(user_id=user_id, kind="weekly", payload={"kind": kind, "summary": line})
+                for line in lines
+            )
+    return len(lines)
 
 
 def pending_events(

@@ -71,3 +71,37 @@ def test_a_week_of_events_becomes_one_digest_sent_once(
     assert {digested[s] for s in ("Essay 1 graded", "Quiz 2 due Friday", "New lesson: fractions")} == {
         f"digest:weekly:1:{NOW.isoformat()}"
     }
+
+
+def test_delivered_grades_and_reports_become_lines_of_the_weekly_digest_once(
+    worker_client: Client, fake_sendgrid: FakeSendGrid, engine: Engine, edujobs_env: dict[str, str]
+) -> None:
+    # Given Bob is notified of a finished report and of a day's grades, each message sent twice
+    report = {"report_name": "Q1 grades", "report_format": "pdf", "download_url": "https://x.test/r/1"}
+    grades = {"date": "2026-11-30", "grades": [
+        {"course": "Algebra", "assignment": "Quiz 3", "score": 18, "max_score": 20},
+        {"course": "History", "assignment": "Essay", "score": 15, "max_score": 20},
+    ]}  # fmt: skip
+    for _ in range(2):
+        worker_client.send("notifications.notify_user", {"user_id": 2, "template": "report_ready",
+                           "context": report}, idempotency_key="report:9:2")  # fmt: skip
+        worker_client.send("notifications.notify_user", {"user_id": 2, "template": "daily_grade_digest",
+                           "context": grades}, idempotency_key="grade-digest:2:2026-11-30T07")  # fmt: skip
+    fake_sendgrid.wait_for(2)
+    wait_until(lambda: depth(edujobs_env["EDUJOBS_RABBITMQ_URL"], "notifications") == 0)
+    time.sleep(1.0)
+    # Then his next weekly digest holds one line per report and per grade, each once
+    with Session(engine) as session:
+        lines = sorted(
+            e.payload["summary"]
+            for e in session.scalars(select(DigestEvent).where(DigestEvent.user_id == 2))
+            if e.payload["summary"] != "Old news"
+        )
+    assert lines == ["Algebra, Quiz 3: 18/20", "History, Essay: 15/20", 'Report "Q1 grades" (PDF) is ready']
+    # And the Sunday fan-out sends them to him in one email (and Ada hers)
+    sunday = (NOW + timedelta(hours=1)).isoformat()
+    worker_client.send("notifications.send_weekly_digests", {"as_of": sunday})
+    digests = [r.json() for r in fake_sendgrid.wait_for(4)[2:]]
+    [bobs] = [d for d in digests if d["personalizations"][0]["to"][0]["email"] == "bob@example.edu"]
+    text = bobs["content"][0]["value"]
+    assert "- Algebra, Quiz 3: 18/20" in text and '- Report "Q1 grades" (PDF) is ready' in text

@@ -94,6 +94,29 @@ def test_times_in_the_repeated_autumn_hour_fire_at_their_first_occurrence_only()
     ]
 
 
+@pytest.mark.parametrize("tz", ["Europe/Paris", "America/New_York"])
+def test_an_hourly_job_fires_every_hour_of_the_25_hour_autumn_day_repeated_hour_twice(tz: str) -> None:
+    # Given the day clocks go back (25 October 2026 in Paris, 1 November in New York)
+    zone = ZoneInfo(tz)
+    day = datetime(2026, 10, 25, tzinfo=zone) if tz == "Europe/Paris" else datetime(2026, 11, 1, tzinfo=zone)
+    # When an hourly and a half-hourly job (hour field "*") run through it
+    hourly = fires("0 * * * *", tz, day, day + timedelta(days=1))
+    half_hourly = fires("*/30 * * * *", tz, day, day + timedelta(days=1))
+    # Then they fire once per real hour (or half hour): 25 and 50 times, an hour (half hour) apart
+    assert len(hourly) == 25 and len(half_hourly) == 50
+    assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(hourly))
+    assert all(b - a == timedelta(minutes=30) for a, b in itertools.pairwise(half_hourly))
+    # And the repeated wall hour appears twice, with each occurrence's own offset
+    repeated = [
+        f.isoformat() for f in hourly if f.astimezone(zone).hour == (2 if tz == "Europe/Paris" else 1)
+    ]
+    assert repeated == (
+        ["2026-10-25T02:00:00+02:00", "2026-10-25T02:00:00+01:00"]
+        if tz == "Europe/Paris"
+        else ["2026-11-01T01:00:00-04:00", "2026-11-01T01:00:00-05:00"]
+    )
+
+
 def test_day_of_month_and_day_of_week_both_restricted_fire_on_either() -> None:
     found = fires(
         "0 0 13 * fri",
@@ -138,6 +161,8 @@ def test_every_crontab_entry_fires_as_documented_for_a_year_in_a_dst_zone() -> N
     assert {len(local[n]) for n in ("daily-cleanup", "daily-backup", "daily-iep-review-reminders")} == {365}
     assert {f.weekday() for f in local["weekly-performance-trends"]} == {6}
     assert {(f.weekday(), f.hour) for f in local["weekly-inactive-users"]} == {(6, 9)}
+    assert {(f.weekday(), f.hour) for f in local["weekly-digest"]} == {(6, 17)}
+    assert len(local["weekly-digest"]) == 52
     assert {(f.day, f.hour) for f in local["monthly-compliance-audit"]} == {(1, 4)}
     assert len(local["monthly-health-summary"]) == 12
     assert {(f.weekday() < 5, f.hour) for f in local["weekday-grade-digest"]} == {(True, 7)}

@@ -38,6 +38,7 @@ def test_the_crontab_holds_the_documented_jobs() -> None:
         "academics.compute_resource_usage",
     }
     assert ("0 9 * * sun", "academics.notify_inactive_users") in by_time
+    assert ("0 17 * * sun", "notifications.send_weekly_digests") in by_time
     assert {a for c, a in by_time if c == "0 4 1 * *"} == {
         "reports.generate_compliance_audit",
         "maintenance.archive_old_data",
