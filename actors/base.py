@@ -118,7 +118,24 @@ def enqueue(
     )
     delay_ms = None if delay is None else max(0, int(delay * 1000))
     dramatiq.get_broker().enqueue(message, delay=delay_ms)
+    _record_enqueued(message.message_id, actor_name, contract.queue, kwargs)
     return message.message_id
+
+
+def _record_enqueued(message_id: str, actor_name: str, queue: str, kwargs: dict[str, Any]) -> None:
+    """An ``enqueued`` job record, so ``jobs show ID`` finds a job sent from a worker at once. The
+    message is sent already: failing to record it must not fail (and rerun) the sender."""
+    from brokers.settings import get_settings
+
+    if not get_settings().record_job_state:
+        return
+    from store.db import get_engine
+    from store.jobs import JobStore, user_id_of
+
+    try:
+        JobStore(get_engine()).record_enqueued(message_id, actor_name, queue, user_id=user_id_of(kwargs))
+    except Exception:
+        logger.warning("Could not record the enqueued job %s (%s).", message_id, actor_name, exc_info=True)
 
 
 def notify(user_id: int, template: str, context: dict[str, Any], key: str) -> None:

@@ -1,7 +1,8 @@
-"""The HTTP API for other services and operators (FastAPI; OpenAPI at ``/openapi.json``, docs at ``/docs``).
+"""The HTTP API for other services and operators (FastAPI; the OpenAPI spec at ``/openapi.json``).
 
-- ``POST /v1/messages`` and ``/v1/messages:batch``: validated against the contracts, published with a
-  confirm (``brokers.client``) → 202 with the message ids; scope ``enqueue:<queue>``.
+- ``POST /v1/messages`` and ``/v1/messages:batch``: validated against the contracts, published with
+  pipelined confirms (``brokers.client``) → 202 with the message ids, each recorded as an ``enqueued``
+  job, each request audited (``ops.enqueue``); scope ``enqueue:<queue>``.
 - ``GET /v1/jobs/{id}``: a job's state (``store.jobs``); scope ``ops:read``.
 - ``GET /v1/dlq``, ``GET /v1/dlq/{queue}``, ``GET /v1/dlq/{queue}/{id}``, ``POST /v1/dlq/{queue}/requeue``,
   ``POST /v1/dlq/{queue}/purge``: dead-letter review and actions (``ops.dlq``, the same code as the CLI);
@@ -16,7 +17,8 @@
 - ``/healthz`` (the process answers), ``/readyz`` (RabbitMQ and the database answer) and ``/metrics``
   (Prometheus: the API's requests and the queue depths), without a token.
 
-Every request is subject to a body size limit (413) and a per-caller rate limit (429), ``ops.limits``.
+Every request is subject to a body size limit (413) and a rate limit (429) per valid token, or per
+client address for requests without one, ``ops.limits``.
 
 Authentication: ``Authorization: Bearer <token>`` (``ops.auth``, tokens from ``edujobs tokens create``).
 """
@@ -34,7 +36,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
 
 from brokers.client import Client, PublishError
@@ -46,35 +48,18 @@ from contracts.registry import all_contracts, get_contract
 from ops import queues as ops_queues
 from ops.auth import Caller, authenticate, check_scope, require
 from ops.dlq import DeadLetterError, DeadLetters, NotFound, Selection
+from ops.enqueue import MessageIn, Priority, audit_enqueue, publish, record_enqueued
 from ops.limits import BodyLimit, RateLimit
 from schedules.crontab import CRONTAB, Schedule
 from schedules.scheduler import ScheduleError, add_schedule, list_schedules, next_fire_times, remove_schedule
-from store import audit
+from store import audit, tokens
 from store.jobs import JobStore, cancel, job_fields
 
 logger = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 
-Priority = Literal["critical", "high", "normal", "low", "bulk"]
 MAX_BATCH = 1000
-
-
-class MessageIn(BaseModel):
-    actor: str = Field(examples=["notifications.send_email"], max_length=128)
-    payload: dict[str, Any] = Field(description="The actor's arguments")
-    priority: Priority | None = None
-    delay: float | None = Field(default=None, ge=0, le=7 * 86_400, description="Seconds before the job runs")
-    eta: datetime | None = Field(default=None, description="When the job runs (time-zone aware)")
-    idempotency_key: str | None = Field(default=None, max_length=255)
-
-    @model_validator(mode="after")
-    def _one_schedule(self) -> MessageIn:
-        if self.delay is not None and self.eta is not None:
-            raise ValueError("pass delay or eta, not both")
-        if self.eta is not None and self.eta.tzinfo is None:
-            raise ValueError("eta must carry a time zone, e.g. 2026-11-22T10:00:00+01:00")
-        return self
 
 
 class BatchIn(BaseModel):
@@ -126,6 +111,9 @@ class ScheduleIn(BaseModel):
 
 class CancelIn(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
+    unrecorded: bool = Field(
+        default=False, description="Cancel an id with no job recorded (its producer records none)"
+    )
 
 
 class PauseIn(BaseModel):
@@ -146,8 +134,15 @@ def create_app(
     rate_burst: int = 100,
 ) -> FastAPI:
     """The API bound to one broker, database and producer client."""
-    app = FastAPI(title="edujobs", version="1", description=__doc__)
-    app.add_middleware(RateLimit, rate=rate_limit, burst=rate_burst)
+    # No /docs or /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN, and nothing an
+    # operator opens here may load from the internet. The spec stays at /openapi.json.
+    app = FastAPI(title="edujobs", version="1", description=__doc__, docs_url=None, redoc_url=None)
+
+    def token_id(token: str) -> str | None:
+        found = tokens.authenticate(engine, token)
+        return None if found is None else str(found.id)
+
+    app.add_middleware(RateLimit, rate=rate_limit, burst=rate_burst, identify=token_id)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     requests_total = Counter(
         "edujobs_api_requests_total",
@@ -184,36 +179,28 @@ def create_app(
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
     def _send(caller: Caller, items: list[MessageIn]) -> list[Accepted]:
-        contracts = []
         for item in items:
             try:
                 contract = get_contract(item.actor)
             except UnknownActorError as e:
                 raise HTTPException(422, str(e)) from None
             check_scope(caller, f"enqueue:{contract.queue}")
-            contracts.append(contract)
-        accepted = []
         for item in items:  # validate everything first: nothing is published if one payload is invalid
             try:
                 get_contract(item.actor).validate(item.payload)
             except EdujobsError as e:
                 raise HTTPException(422, f"{item.actor}: {e}") from None
-        for item in items:
-            try:
-                message_id = client.send(
-                    item.actor,
-                    item.payload,
-                    priority=item.priority,
-                    delay=item.delay,
-                    eta=item.eta,
-                    idempotency_key=item.idempotency_key,
-                )
-            except PublishError as e:
-                raise HTTPException(503, f"RabbitMQ did not confirm: {e}") from None
-            except (EdujobsError, ValueError) as e:
-                raise HTTPException(422, str(e)) from None
-            accepted.append(Accepted(message_id=message_id, actor=item.actor))
-        return accepted
+        sent: dict[int, str] = {}
+        try:
+            publish(client, items, sent)
+        except PublishError as e:
+            audit_enqueue(engine, caller, items, sent, failed=str(e))
+            raise HTTPException(503, f"RabbitMQ did not confirm: {e}") from None
+        except (EdujobsError, ValueError) as e:
+            raise HTTPException(422, str(e)) from None
+        record_enqueued(engine, items, sent)
+        audit_enqueue(engine, caller, items, sent)
+        return [Accepted(message_id=sent[index], actor=item.actor) for index, item in enumerate(items)]
 
     @app.post("/v1/messages", status_code=202, response_model=Accepted, tags=["messages"])
     def send_message(body: MessageIn, caller: Annotated[Caller, Depends(authenticate)]) -> Accepted:
@@ -239,8 +226,22 @@ def create_app(
         caller: Annotated[Caller, Depends(require("ops:write"))],
         body: CancelIn | None = None,
     ) -> dict[str, Any]:
-        """Cancel a job: a queued one is skipped, a running long one stops at its next progress point."""
-        state = cancel(engine, message_id, by=f"token:{caller.name}", reason=body.reason if body else None)
+        """Cancel a job: a queued one is skipped, a running long one stops at its next progress point.
+        An id with no job recorded is 404 unless ``unrecorded`` (a message sent by a producer that
+        records no job)."""
+        state = cancel(
+            engine,
+            message_id,
+            by=f"token:{caller.name}",
+            reason=body.reason if body else None,
+            unrecorded=body.unrecorded if body else False,
+        )
+        if state == "unknown":
+            raise HTTPException(
+                404,
+                f"no job {message_id!r} recorded: check the id, or send unrecorded=true to cancel a "
+                "message sent by a producer that records no job",
+            )
         if state != "cancelled":
             raise HTTPException(409, f"job {message_id!r} is {state} already: it cannot be cancelled")
         return {"message_id": message_id, "state": state}

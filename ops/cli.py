@@ -48,7 +48,7 @@ def send(
     idempotency_key: Annotated[str | None, typer.Option(help="At most one job per key")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
-    """Validate and send one message; print its id."""
+    """Validate and send one message; print its id (``jobs show ID`` finds it at once)."""
     from brokers import client
 
     data = parse_payload(payload)
@@ -56,10 +56,29 @@ def send(
         message_id = client.send(actor, data, priority=priority, delay=delay, idempotency_key=idempotency_key)
     except (EdujobsError, ValueError) as e:
         raise fail(str(e), 2 if not isinstance(e, client.PublishError) else 1) from None
+    _record_enqueued(message_id, actor, data)
     if as_json:
         print(json.dumps({"message_id": message_id, "actor": actor}))
     else:
         console.print(f"sent {actor} [bold]{message_id}[/]", highlight=False)
+
+
+def _record_enqueued(message_id: str, actor: str, payload: dict[str, Any]) -> None:
+    """Record the sent message as an ``enqueued`` job. The message is sent already: a database that
+    cannot record it (not migrated, unreachable) is a warning, not a failure of ``send``."""
+    from contracts.registry import get_contract
+    from store.db import get_engine
+    from store.jobs import JobStore, user_id_of
+
+    try:
+        queue = get_contract(actor).queue
+        JobStore(get_engine()).record_enqueued(message_id, actor, queue, user_id=user_id_of(payload))
+    except Exception as e:
+        err.print(
+            f"[yellow]warning:[/] sent, but the job could not be recorded ({type(e).__name__}): "
+            "`jobs show` will know it once a worker takes it",
+            highlight=False,
+        )
 
 
 @db_app.command("upgrade")
@@ -140,6 +159,13 @@ def jobs_show(
 def jobs_cancel(
     message_id: Annotated[str, typer.Argument(help="The message id that send printed")],
     reason: Annotated[str | None, typer.Option(help="Why, for the audit log and the job's record")] = None,
+    unrecorded: Annotated[
+        bool,
+        typer.Option(
+            "--unrecorded",
+            help="Cancel an id with no job recorded (its producer records none, e.g. brokers.client)",
+        ),
+    ] = False,
     operator: Operator = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
@@ -148,7 +174,13 @@ def jobs_cancel(
     from store.db import get_engine
     from store.jobs import cancel
 
-    state = cancel(get_engine(), message_id, by=operator or default_operator(), reason=reason)
+    by = operator or default_operator()
+    state = cancel(get_engine(), message_id, by=by, reason=reason, unrecorded=unrecorded)
+    if state == "unknown":
+        raise fail(
+            f"no job {message_id!r} recorded: check the id (`edujobs send` prints it); if a producer "
+            "that records no job sent it, add --unrecorded to cancel it anyway"
+        )
     if state != "cancelled":
         raise fail(f"job {message_id!r} is {state} already: there is nothing left to cancel")
     if as_json:
@@ -269,7 +301,7 @@ def api(
     host: Annotated[str | None, typer.Option(help="Default: EDUJOBS_API_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default: EDUJOBS_API_PORT")] = None,
 ) -> None:
-    """Serve the HTTP API (OpenAPI at /docs) with uvicorn."""
+    """Serve the HTTP API (OpenAPI spec at /openapi.json, operators' page at /ui/) with uvicorn."""
     import uvicorn
 
     from brokers.settings import get_settings

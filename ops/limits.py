@@ -2,8 +2,11 @@
 
 - ``BodyLimit``: a request whose body is larger than ``max_bytes`` gets 413, whether it says so in
   ``Content-Length`` or streams more than it announced (chunked); nothing is read past the limit.
-- ``RateLimit``: a token bucket per caller (the bearer token's hash, else the client address): up to
-  ``burst`` requests at once, refilled at ``rate`` per second; past it, 429 with ``Retry-After``.
+- ``RateLimit``: a token bucket per caller: up to ``burst`` requests at once, refilled at ``rate``
+  per second; past it, 429 with ``Retry-After``. A caller is its token (by the token's id) once
+  ``identify`` has found the bearer token valid, else its client address: keying on an unchecked
+  Authorization header would hand a fresh bucket to every made-up token. Valid tokens are
+  remembered for ``IDENTITY_TTL`` seconds, so a known caller costs no database look-up per request.
   Buckets live in the API process (each process limits on its own). ``/healthz``, ``/readyz`` and
   ``/metrics`` are exempt, so probes and scrapes never starve.
 """
@@ -19,6 +22,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import anyio.to_thread
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -26,6 +31,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+#: How long a token found valid keeps its own bucket without being looked up again.
+IDENTITY_TTL = 60.0
 
 
 async def _reply(
@@ -122,17 +129,32 @@ class TokenBuckets:
 
 
 class RateLimit:
-    """429 with ``Retry-After`` once a caller exceeds its bucket."""
+    """429 with ``Retry-After`` once a caller exceeds its bucket.
 
-    def __init__(self, app: ASGIApp, *, rate: float, burst: int) -> None:
+    ``identify(token)`` returns the id of a valid bearer token, or None; it may block (it runs in a
+    worker thread). Without it every caller is its address.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        rate: float,
+        burst: int,
+        identify: Callable[[str], str | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.app = app
         self.buckets = TokenBuckets(rate=rate, burst=burst)
+        self.identify = identify
+        self.clock = clock
+        self._known: OrderedDict[str, tuple[str, float]] = OrderedDict()  # token hash → (id, until)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") in EXEMPT or self.buckets.rate <= 0:
             await self.app(scope, receive, send)
             return
-        wait = self.buckets.take(caller_key(scope))
+        wait = self.buckets.take(await self.caller_key(scope))
         if wait > 0:
             retry = str(max(1, math.ceil(wait))).encode()
             await _reply(
@@ -145,11 +167,41 @@ class RateLimit:
             return
         await self.app(scope, receive, send)
 
+    async def caller_key(self, scope: Scope) -> str:
+        """``token:<id>`` for a valid bearer token, else ``addr:<client address>``."""
+        token = bearer_token(scope)
+        if token is None or self.identify is None:
+            return address_key(scope)
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        now = self.clock()
+        known = self._known.get(digest)
+        if known is not None and known[1] > now:
+            return "token:" + known[0]
+        try:
+            ident = await anyio.to_thread.run_sync(self.identify, token)
+        except Exception:  # the database is down: the caller is its address until it answers
+            ident = None
+        if ident is None:
+            self._known.pop(digest, None)
+            return address_key(scope)
+        self._known[digest] = (ident, now + IDENTITY_TTL)
+        self._known.move_to_end(digest)
+        while len(self._known) > self.buckets.max_keys:
+            self._known.popitem(last=False)
+        return "token:" + ident
 
-def caller_key(scope: Scope) -> str:
-    """Who is calling: a hash of the bearer token if any, else the client's address."""
+
+def bearer_token(scope: Scope) -> str | None:
+    """The bearer token of the request's Authorization header, unchecked."""
     for name, value in scope.get("headers", []):
         if name == b"authorization":
-            return "token:" + hashlib.sha256(value).hexdigest()[:32]
+            scheme, _, token = bytes(value).decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
+
+
+def address_key(scope: Scope) -> str:
     client = scope.get("client")
     return f"addr:{client[0] if client else 'unknown'}"

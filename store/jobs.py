@@ -11,10 +11,11 @@ does not undo ``running``, and nothing but another ``mark_cancelled`` overwrites
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, Table, case, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from store.models import JobRecord
@@ -42,6 +43,41 @@ class JobStore:
         if user_id is not None:
             values["user_id"] = user_id
         self._write(message_id, state="enqueued", values=values, update=values)
+
+    def record_enqueued_many(self, jobs: Iterable[tuple[str, str, str, int | None]]) -> int:
+        """``record_enqueued`` for many ``(message_id, actor_name, queue, user_id)`` at once, in
+        one statement (an API batch of a thousand messages); return how many were recorded."""
+        now = utcnow()
+        rows = [
+            {
+                "message_id": message_id,
+                "actor_name": actor_name,
+                "queue": queue,
+                "user_id": user_id,
+                "state": "enqueued",
+                "enqueued_at": now,
+                "updated_at": now,
+            }
+            for message_id, actor_name, queue, user_id in jobs
+        ]
+        if not rows:
+            return 0
+        dialect = self.engine.dialect.name
+        insert = postgresql.insert(_jobs) if dialect == "postgresql" else sqlite.insert(_jobs)
+        # The state is left alone: a worker may have recorded ``running`` (or more) already.
+        statement = insert.on_conflict_do_update(
+            index_elements=["message_id"],
+            set_={
+                "actor_name": insert.excluded.actor_name,
+                "queue": insert.excluded.queue,
+                "user_id": func.coalesce(insert.excluded.user_id, _jobs.c.user_id),
+                "enqueued_at": insert.excluded.enqueued_at,
+                "updated_at": insert.excluded.updated_at,
+            },
+        )
+        with self.engine.begin() as connection:
+            connection.execute(statement, rows)
+        return len(rows)
 
     def mark_running(
         self, message_id: str, attempts: int, *, actor_name: str | None = None, queue: str | None = None
@@ -163,17 +199,25 @@ class JobStore:
             return connection.execute(select(_jobs.c.state).where(_jobs.c.message_id == message_id)).scalar()
 
 
-def cancel(engine: Engine, message_id: str, *, by: str, reason: str | None = None) -> str:
-    """Cancel a job, queued or running, and audit it; return its state afterwards.
+def cancel(
+    engine: Engine, message_id: str, *, by: str, reason: str | None = None, unrecorded: bool = False
+) -> str:
+    """Cancel a job, queued or running, and audit it; return its state afterwards (``unknown``
+    when no job of that id is recorded and nothing was done).
 
-    A job no worker has seen yet (sent, still queued) gets a ``cancelled`` record, so the worker that
-    takes its message skips it (``middleware.cancellations``). A finished job (``succeeded``, ``dead``)
-    keeps its state: the returned state says so.
+    A queued job (recorded ``enqueued`` by the API, ``edujobs send`` or a worker's ``enqueue``) is
+    marked ``cancelled``, so the worker that takes its message skips it (``middleware.cancellations``);
+    a running one stops at its next progress point. A finished job (``succeeded``, ``dead``) keeps its
+    state: the returned state says so. An id with no record is refused, since a mistyped id would
+    otherwise be "cancelled" without effect, unless ``unrecorded``: for a message sent by a producer
+    that records no job (``brokers.client``, another language), which gets a ``cancelled`` record.
     """
     from store import audit
 
     jobs = JobStore(engine)
     before = jobs.get(message_id)
+    if before is None and not unrecorded:
+        return "unknown"
     jobs.mark_cancelled(message_id, reason or f"cancelled by {by}")
     after = jobs.get(message_id)
     state = after.state if after is not None else "unknown"
@@ -186,6 +230,12 @@ def cancel(engine: Engine, message_id: str, *, by: str, reason: str | None = Non
             details={"previous_state": before.state if before is not None else None, "reason": reason},
         )
     return state
+
+
+def user_id_of(payload: Mapping[str, Any]) -> int | None:
+    """The user a message is about, when its payload names one (``user_id``), for ``list_for_user``."""
+    value = payload.get("user_id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def cancelled_since(engine: Engine, since: float) -> list[tuple[str, float]]:

@@ -61,9 +61,10 @@ def test_a_paused_queue_keeps_its_messages_and_a_resumed_one_runs_them_except_th
         rows = {row["queue"]: row for row in json.loads(listing.stdout)}
         assert rows["maintenance"]["paused"] is True and rows["maintenance"]["paused_by"] == "ana"
         assert rows["notifications"]["paused"] is False
-        # And when one of them is cancelled and the queue resumed
+        # And when one of them is cancelled (published straight to RabbitMQ, no job was recorded for
+        # it: --unrecorded) and the queue resumed
         cancelled = str(messages[1]["message_id"])
-        assert cli("jobs", "cancel", cancelled, "--as", "ana")["state"] == "cancelled"
+        assert cli("jobs", "cancel", cancelled, "--unrecorded", "--as", "ana")["state"] == "cancelled"
         assert cli("queues", "resume", "maintenance", "--as", "ana")["changed"]
         # Then the two others run, the cancelled one is skipped and acknowledged
         wait_until(lambda: redis.Redis().llen(redis_key) == 2, timeout=30)

@@ -163,11 +163,18 @@ def test_queues_are_listed_with_ops_read_and_paused_and_resumed_with_ops_write(
 def test_a_job_is_cancelled_with_ops_write_unless_it_finished(api: TestClient, engine: Engine) -> None:  # noqa: F811
     writer = bearer(engine, "oncall", "ops:write")
     assert api.post("/v1/jobs/m-queued/cancel", headers=bearer(engine, "r", "ops:read")).status_code == 403
-    # A job no worker has seen yet is recorded as cancelled, so the worker that takes it skips it
+    # A queued job no worker has seen yet is recorded as cancelled, so the worker that takes it skips it
+    JobStore(engine).record_enqueued("m-queued", "notifications.send_email", "notifications")
     cancelled = api.post("/v1/jobs/m-queued/cancel", json={"reason": "sent twice"}, headers=writer)
     assert cancelled.json() == {"message_id": "m-queued", "state": "cancelled"}
     job = api.get("/v1/jobs/m-queued", headers=writer).json()
     assert job["state"] == "cancelled" and job["error"] == "sent twice"
+    # An id with no job recorded is refused (a typo), unless the caller says its producer records none
+    unknown = api.post("/v1/jobs/m-typo/cancel", headers=writer)
+    assert unknown.status_code == 404 and "unrecorded" in unknown.json()["detail"]
+    assert api.get("/v1/jobs/m-typo", headers=writer).status_code == 404
+    forced = api.post("/v1/jobs/m-other-producer/cancel", json={"unrecorded": True}, headers=writer)
+    assert forced.json() == {"message_id": "m-other-producer", "state": "cancelled"}
     # A finished job cannot be
     JobStore(engine).mark_succeeded("m-done")
     refused = api.post("/v1/jobs/m-done/cancel", headers=writer)

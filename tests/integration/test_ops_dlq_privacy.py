@@ -5,7 +5,6 @@ limited to one cause. On the real RabbitMQ and PostgreSQL, through the service, 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,12 +12,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from brokers.client import Client
-from ops.api import create_app
 from ops.cli import app
 from ops.dlq import DeadLetter, DeadLetters, Selection
-from store import audit, tokens
+from store import audit
 from tests.amqp import depth, take
+from tests.integration.test_api import api, bearer  # noqa: F401  (fixture)
 from tests.integration.test_dlq import dead_letter, engine, ids, topology  # noqa: F401  (fixtures)
 
 runner = CliRunner()
@@ -37,19 +35,6 @@ def env(topology: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> str: 
     monkeypatch.setenv("EDUJOBS_RABBITMQ_URL", topology)
     monkeypatch.setenv("EDUJOBS_DATABASE_URL", engine.url.render_as_string(hide_password=False))
     return topology
-
-
-@pytest.fixture
-def api(topology: str, engine: Engine) -> Iterator[TestClient]:  # noqa: F811
-    client = Client(topology, signing_key=KEY)
-    with TestClient(create_app(rabbitmq_url=topology, engine=engine, client=client)) as http:
-        yield http
-    client.close()
-
-
-def bearer(engine: Engine, name: str, *scopes: str) -> dict[str, str]:  # noqa: F811
-    token = tokens.create(engine, name=name, scopes=list(scopes), created_by="test")
-    return {"Authorization": "Bearer " + token}
 
 
 def undeliverable_email(url: str) -> dict[str, object]:
@@ -82,7 +67,7 @@ def test_show_redacts_the_traceback_and_headers_that_repeat_the_error(topology: 
 
 
 def test_the_api_shows_a_dead_letter_redacted_unless_revealed(
-    api: TestClient,
+    api: TestClient,  # noqa: F811
     engine: Engine,  # noqa: F811
     topology: str,  # noqa: F811
 ) -> None:

@@ -9,6 +9,8 @@ from fastapi.testclient import TestClient
 
 from ops.limits import BodyLimit, RateLimit, TokenBuckets
 
+VALID_TOKENS = {"alice-token": "1", "bob-token": "2"}
+
 
 def echo_app(*, max_bytes: int = 100, rate: float = 1.0, burst: int = 2) -> FastAPI:
     app = FastAPI()
@@ -21,7 +23,7 @@ def echo_app(*, max_bytes: int = 100, rate: float = 1.0, burst: int = 2) -> Fast
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.add_middleware(RateLimit, rate=rate, burst=burst)
+    app.add_middleware(RateLimit, rate=rate, burst=burst, identify=VALID_TOKENS.get)
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
     return app
 
@@ -46,14 +48,27 @@ def test_a_streamed_body_that_grows_past_the_limit_is_refused() -> None:
 
 def test_a_caller_past_its_burst_gets_429_with_retry_after_and_others_are_not_affected() -> None:
     client = TestClient(echo_app(rate=0.5, burst=2))
-    alice = {"Authorization": "Bearer alice"}
+    alice = {"Authorization": "Bearer alice-token"}
     assert [client.post("/echo", headers=alice).status_code for _ in range(2)] == [200, 200]
     limited = client.post("/echo", headers=alice)
     assert limited.status_code == 429
     assert limited.headers["retry-after"] == "2"
-    # Another token has its own bucket; health probes are never limited
-    assert client.post("/echo", headers={"Authorization": "Bearer bob"}).status_code == 200
+    # Another valid token has its own bucket; health probes are never limited
+    assert client.post("/echo", headers={"Authorization": "Bearer bob-token"}).status_code == 200
     assert all(client.get("/healthz", headers=alice).status_code == 200 for _ in range(5))
+
+
+def test_made_up_tokens_share_their_address_bucket() -> None:
+    # Given a caller that sends a new made-up token with every request
+    client = TestClient(echo_app(rate=0.5, burst=2))
+    statuses = [
+        client.post("/echo", headers={"Authorization": f"Bearer fake-{n}"}).status_code for n in range(3)
+    ]
+    # Then they all count against its address: the third is refused
+    assert statuses == [200, 200, 429]
+    # And so do requests without a token, while a valid token keeps its own bucket
+    assert client.post("/echo").status_code == 429
+    assert client.post("/echo", headers={"Authorization": "Bearer alice-token"}).status_code == 200
 
 
 def test_a_bucket_refills_at_its_rate() -> None:
