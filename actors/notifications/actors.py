@@ -9,7 +9,7 @@ from typing import Any
 from dramatiq.middleware import CurrentMessage
 
 from actors.base import actor, current_idempotency_key, current_message_id, enqueue, report_progress
-from actors.notifications import bulk, digests, routing, service
+from actors.notifications import bulk, digests, rate_limit, routing, service
 from actors.notifications.quiet import QuietHours
 from contracts.priorities import PRIORITIES
 
@@ -86,8 +86,9 @@ def send_push(
 
 
 @functools.cache
-def _bulk_bucket() -> bulk.TokenBucket:
-    return bulk.TokenBucket(service.default_notifier().settings.sendgrid_bulk_rate)
+def _bulk_bucket() -> bulk.Bucket:
+    settings = service.default_notifier().settings
+    return rate_limit.bulk_bucket(settings.sendgrid_bulk_rate, settings.redis_url)
 
 
 @actor("notifications.send_bulk_email", time_limit=3_600_000, max_retries=5, max_backoff=3_600_000)

@@ -11,7 +11,8 @@ batch, users without an email address or who opted out of email are left out (an
 
 Each batch is one side effect in the ledger (``<key>:batch:<n>``): a retried or redelivered bulk
 job sends only the batches SendGrid has not accepted yet. Requests are paced by a token bucket
-(``EDUJOBS_SENDGRID_BULK_RATE`` requests per second), shared by the process's threads.
+(``EDUJOBS_SENDGRID_BULK_RATE`` requests per second): in Redis, shared by every worker, when Redis is
+configured (``rate_limit``); else this one, shared by the process's threads.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -36,6 +37,12 @@ logger = logging.getLogger(__name__)
 
 NAME_TAG = "-name-"
 HTML_NAME_TAG = "-name_html-"
+
+
+class Bucket(Protocol):
+    """What paces bulk requests: ``TokenBucket`` here, or ``rate_limit.RedisTokenBucket``."""
+
+    def acquire(self, sleep: Callable[[float], None] = time.sleep) -> float: ...
 
 
 class TokenBucket:
@@ -101,7 +108,7 @@ def recipients_of(notifier: Notifier, user_ids: Sequence[int]) -> list[Recipient
 
 def send_bulk_email(
     notifier: Notifier,
-    bucket: TokenBucket,
+    bucket: Bucket,
     *,
     user_ids: Sequence[int],
     template: str,
