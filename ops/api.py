@@ -27,16 +27,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
 
 from brokers.client import Client, PublishError
@@ -46,9 +44,19 @@ from brokers.topology import DOMAIN_QUEUES
 from contracts.errors import EdujobsError, UnknownActorError
 from contracts.registry import all_contracts, get_contract
 from ops import queues as ops_queues
+from ops.api_models import (
+    Accepted,
+    BatchAccepted,
+    BatchIn,
+    CancelIn,
+    PauseIn,
+    PurgeIn,
+    RequeueIn,
+    ScheduleIn,
+)
 from ops.auth import Caller, authenticate, check_scope, require
 from ops.dlq import DeadLetterError, DeadLetters, NotFound, Selection
-from ops.enqueue import MessageIn, Priority, audit_enqueue, publish, record_enqueued
+from ops.enqueue import MessageIn, audit_enqueue, publish, record_enqueued
 from ops.limits import BodyLimit, RateLimit
 from schedules.crontab import CRONTAB, Schedule
 from schedules.scheduler import ScheduleError, add_schedule, list_schedules, next_fire_times, remove_schedule
@@ -59,34 +67,6 @@ logger = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 
-MAX_BATCH = 1000
-
-
-class BatchIn(BaseModel):
-    messages: list[MessageIn] = Field(min_length=1, max_length=MAX_BATCH)
-
-
-class Accepted(BaseModel):
-    message_id: str
-    actor: str
-
-
-class BatchAccepted(BaseModel):
-    messages: list[Accepted]
-
-
-class RequeueIn(BaseModel):
-    ids: list[str] | None = Field(default=None, max_length=10_000)
-    fingerprint: str | None = Field(default=None, max_length=64)
-    all: bool = False
-    dry_run: bool = False
-
-
-class PurgeIn(BaseModel):
-    fingerprint: str | None = Field(default=None, max_length=64, description="Only this cause's dead letters")
-    older_than_seconds: float | None = Field(default=None, ge=0, le=10 * 365 * 86_400)
-    dry_run: bool = False
-
 
 def dead_letters(request: Request) -> DeadLetters:
     service: DeadLetters = request.app.state.dead_letters
@@ -94,30 +74,6 @@ def dead_letters(request: Request) -> DeadLetters:
 
 
 Dlq = Annotated[DeadLetters, Depends(dead_letters)]
-
-
-class ScheduleIn(BaseModel):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", examples=["winter-announcement"])
-    actor: str = Field(max_length=128, examples=["notifications.send_bulk_email"])
-    payload: dict[str, Any] = Field(default_factory=dict, description="The actor's arguments")
-    at: datetime | None = Field(default=None, description="Once, at this time (naive: wall time in timezone)")
-    cron: str | None = Field(default=None, max_length=100, description="Recurring: a cron expression")
-    timezone: str | None = Field(default=None, max_length=64, description="IANA zone; default the district's")
-    priority: Priority | None = None
-    misfire: Literal["catch_up", "skip"] = "catch_up"
-    grace_seconds: int = Field(default=600, ge=1, le=7 * 86_400)
-    replace: bool = False
-
-
-class CancelIn(BaseModel):
-    reason: str | None = Field(default=None, max_length=500)
-    unrecorded: bool = Field(
-        default=False, description="Cancel an id with no job recorded (its producer records none)"
-    )
-
-
-class PauseIn(BaseModel):
-    reason: str | None = Field(default=None, max_length=500)
 
 
 def create_app(
