@@ -3,7 +3,7 @@
 A dead letter is the original Dramatiq message (or, when it could not be decoded, the original bytes)
 republished to ``Q.XQ`` with a record of why it died, both inside the message
 (``options["dead_letter"]``) and as AMQP headers (``x-edujobs-*``) so that RabbitMQ's management UI
-shows the reason too.
+shows the reason too. ``shape_problem`` says when a decoded body is not a Dramatiq message.
 """
 
 from __future__ import annotations
@@ -73,3 +73,65 @@ def record_headers(record: dict[str, Any]) -> dict[str, Any]:
         "x-edujobs-fingerprint": record["fingerprint"],
         "x-edujobs-worker": record["worker"],
     }
+
+
+#: The type each field of Dramatiq's message format must have once decoded (see ``shape_problem``).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "queue_name": (str,),
+    "actor_name": (str,),
+    "args": (list,),
+    "kwargs": (dict,),
+    "options": (dict,),
+    "message_id": (str,),
+    "message_timestamp": (int,),
+}
+#: Options read before any middleware can reject the message (the consumer and Dramatiq's worker).
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {"eta": (int, float, type(None))}
+
+
+def shape_problem(fields: object) -> str | None:
+    """What is wrong with the decoded JSON of a Dramatiq message, or None when its shape is right.
+
+    A body with a field of another type (``"options": []``, ``"actor_name": 7``) decodes into a
+    ``Message`` that then raises in the worker's consumer thread, outside any per-message handling,
+    which restarts the consumer, redelivers the message and stalls the queue behind it forever:
+    such a body is undecodable.
+    """
+    if not isinstance(fields, dict):
+        return f"expected a JSON object, got {type(fields).__name__}"
+    unknown = sorted(set(fields) - set(_FIELD_TYPES))
+    if unknown:
+        return f"unknown fields {unknown}"
+    for name, types in _FIELD_TYPES.items():
+        if name not in fields:
+            if name in ("message_id", "message_timestamp"):
+                continue  # Dramatiq fills them in
+            return f"missing field {name!r}"
+        if not _has_type(fields[name], types):
+            return f"field {name!r} is {_json_type(fields[name])}, expected {_JSON_TYPES[types[0]]}"
+    if not fields["actor_name"]:
+        return "field 'actor_name' is empty"
+    for name, types in _OPTION_TYPES.items():
+        if name in fields["options"] and not _has_type(fields["options"][name], types):
+            return f"option {name!r} is {_json_type(fields['options'][name])}, expected a number"
+    return None
+
+
+def _has_type(value: object, types: tuple[type, ...]) -> bool:
+    # bool is an int to Python, never a timestamp or an eta to a sender.
+    return isinstance(value, types) and not isinstance(value, bool)
+
+
+_JSON_TYPES = {
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
+
+
+def _json_type(value: object) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)

@@ -25,7 +25,13 @@ from typing import Any
 import pika
 import pika.exceptions
 from dramatiq.broker import MessageProxy
-from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
+from dramatiq.brokers.rabbitmq import (
+    MAX_ENQUEUE_ATTEMPTS,
+    RabbitmqBroker,
+    _RabbitmqConsumer,
+    _RabbitmqMessage,
+)
+from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ActorNotFound, ConnectionClosed, DecodeError
 from dramatiq.message import Message, get_encoder
 from dramatiq.middleware import Middleware
@@ -134,6 +140,32 @@ class EdujobsBroker(RabbitmqBroker):
 
     # -- publishing -----------------------------------------------------------------------------
 
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        """Dramatiq's ``enqueue``, with the AMQP ``timestamp`` it leaves out: RabbitMQ's
+        head_message_timestamp, the oldest-message-age metric, is read from it."""
+        canonical_queue_name = message.queue_name
+        queue_name = canonical_queue_name
+        if delay is not None:
+            queue_name = dq_name(queue_name)
+            message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
+        attempts = 0
+        while True:
+            try:
+                self.declare_queue(canonical_queue_name, ensure=True)
+                self.emit_before("enqueue", message, delay)
+                self.channel.basic_publish(
+                    exchange="",
+                    routing_key=queue_name,
+                    body=message.encode(),
+                    properties=_properties(message.options.get("broker_priority")),
+                    # Unroutable is only reported to a publisher in confirm mode.
+                    mandatory=self.confirm_delivery,
+                )
+                self.emit_after("enqueue", message, delay)
+                return message
+            except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
+                attempts = self._after_publish_error(e, queue_name, attempts)
+
     def publish_confirmed(
         self,
         routing_key: str,
@@ -142,22 +174,38 @@ class EdujobsBroker(RabbitmqBroker):
         priority: int | None = None,
         headers: dict[str, Any] | None = None,
     ) -> None:
-        """Publish persistently on this thread's channel and wait for the broker's confirm."""
-        properties = pika.BasicProperties(delivery_mode=2, priority=priority, headers=headers)
+        """Publish persistently on this thread's channel and wait for the broker's confirm.
+
+        Unroutable (the queue is gone) or refused (nack) is a failure like a lost connection: the
+        queue is declared again and the publish retried, then ``ConnectionClosed`` is raised, so
+        that a caller never acks an original whose copy did not arrive.
+        """
+        if not self.confirm_delivery:
+            raise RuntimeError("publish_confirmed needs confirm_delivery=True")
+        properties = _properties(priority, headers)
         attempts = 0
         while True:
             try:
-                channel = self.channel
-                if not self.confirm_delivery:
-                    raise RuntimeError("publish_confirmed needs confirm_delivery=True")
-                channel.basic_publish(exchange="", routing_key=routing_key, body=body, properties=properties)
+                self.declare_queue(canonical(routing_key), ensure=True)
+                self.channel.basic_publish(
+                    exchange="", routing_key=routing_key, body=body, properties=properties, mandatory=True
+                )
                 return
             except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
-                del self.connection
-                attempts += 1
-                if attempts >= 6:
-                    raise ConnectionClosed(e) from None
+                attempts = self._after_publish_error(e, routing_key, attempts)
                 time.sleep(min(0.1 * 2**attempts, 2))
+
+    def _after_publish_error(self, error: pika.exceptions.AMQPError, routing_key: str, attempts: int) -> int:
+        # A fresh connection and channel for the next attempt; a queue that was unroutable is
+        # declared again (an operator may have deleted it). Returns the attempts made so far.
+        del self.connection
+        if isinstance(error, pika.exceptions.UnroutableError):
+            self.queues_pending.add(canonical(routing_key))
+        attempts += 1
+        if attempts >= MAX_ENQUEUE_ATTEMPTS:
+            raise ConnectionClosed(error) from None
+        logger.debug("Retrying a publish to %s after %r (%d attempts).", routing_key, error, attempts)
+        return attempts
 
     def dead_letter(
         self,
@@ -282,82 +330,39 @@ class EdujobsConsumer(_RabbitmqConsumer):
             self.broker.dead_letter(
                 self.queue_name, body, record, message.options.get("broker_priority"), message._message
             )
+        except (ConnectionClosed, pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
+            # The dead letter did not arrive: the original stays unacked and known, so that
+            # Dramatiq's post-processing retries this nack (or, once the consumer reconnected,
+            # RabbitMQ redelivers the original). Acking it now would lose the message.
+            self.known_tags.add(message._tag)
+            raise e if isinstance(e, ConnectionClosed) else ConnectionClosed(e) from None
+        try:
             self.connection.add_callback_threadsafe(partial(self.channel.basic_ack, message._tag))
         except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
-            self.known_tags.add(message._tag)
+            # The dead letter is safe; the original comes back on another connection and is
+            # dead-lettered again (a duplicate in .XQ, never a loss).
             raise ConnectionClosed(e) from None
 
 
-#: The type each field of Dramatiq's message format must have once decoded. A JSON body with a
-#: field of another type (``"options": []``, ``"actor_name": 7``) decodes into a ``Message`` that
-#: then raises in the worker's consumer thread, outside any per-message handling, which restarts
-#: the consumer, redelivers the message and stalls the queue behind it forever.
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "queue_name": (str,),
-    "actor_name": (str,),
-    "args": (list,),
-    "kwargs": (dict,),
-    "options": (dict,),
-    "message_id": (str,),
-    "message_timestamp": (int,),
-}
-#: Options read before any middleware can reject the message (the consumer and Dramatiq's worker).
-_OPTION_TYPES: dict[str, tuple[type, ...]] = {"eta": (int, float, type(None))}
+def _properties(priority: int | None, headers: dict[str, Any] | None = None) -> pika.BasicProperties:
+    # timestamp is in seconds, as AMQP has it.
+    return pika.BasicProperties(
+        delivery_mode=2, priority=priority, headers=headers, timestamp=int(time.time())
+    )
 
 
 def decode_message(body: bytes) -> Message[Any]:
     """Decode ``body`` like ``Message.decode``, and refuse (``DecodeError``) a message whose fields
-    have the wrong type; the error's cause says which field."""
+    have the wrong type (``dlq.shape_problem``); the error's cause says which field."""
     try:
         fields = get_encoder().decode(body)
     except Exception as e:
         raise DecodeError("Failed to decode message.", body, e) from e
-    problem = _shape_problem(fields)
+    problem = dlq.shape_problem(fields)
     if problem is not None:
         cause = TypeError(problem)
         raise DecodeError("Failed to decode message.", body, cause) from cause
     return Message(**{**fields, "args": tuple(fields["args"])})
-
-
-def _shape_problem(fields: object) -> str | None:
-    if not isinstance(fields, dict):
-        return f"expected a JSON object, got {type(fields).__name__}"
-    unknown = sorted(set(fields) - set(_FIELD_TYPES))
-    if unknown:
-        return f"unknown fields {unknown}"
-    for name, types in _FIELD_TYPES.items():
-        if name not in fields:
-            if name in ("message_id", "message_timestamp"):
-                continue  # Dramatiq fills them in
-            return f"missing field {name!r}"
-        if not _has_type(fields[name], types):
-            return f"field {name!r} is {_json_type(fields[name])}, expected {_JSON_TYPES[types[0]]}"
-    if not fields["actor_name"]:
-        return "field 'actor_name' is empty"
-    for name, types in _OPTION_TYPES.items():
-        if name in fields["options"] and not _has_type(fields["options"][name], types):
-            return f"option {name!r} is {_json_type(fields['options'][name])}, expected a number"
-    return None
-
-
-def _has_type(value: object, types: tuple[type, ...]) -> bool:
-    # bool is an int to Python, never a timestamp or an eta to a sender.
-    return isinstance(value, types) and not isinstance(value, bool)
-
-
-_JSON_TYPES = {
-    str: "a string",
-    list: "an array",
-    dict: "an object",
-    int: "an integer",
-    float: "a number",
-    bool: "a boolean",
-    type(None): "null",
-}
-
-
-def _json_type(value: object) -> str:
-    return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
 def _record_from_exception(message: _RabbitmqMessage, worker: str) -> dict[str, Any]:

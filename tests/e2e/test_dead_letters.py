@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -10,7 +11,8 @@ import pytest
 import redis
 
 from tests.amqp import depth, dramatiq_message, publish, take
-from tests.worker import WorkerProcess
+from tests.rabbitmq_policies import refusing
+from tests.worker import WorkerProcess, wait_until
 
 KEY = b"test-signing-key"
 
@@ -161,14 +163,33 @@ def test_invalid_and_oversized_payloads_are_dead_lettered(worker: WorkerProcess,
 
 
 def take_until(key: str, expected: list[str], timeout: float = 30.0) -> None:
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if recorded(key) == expected:
             return
         time.sleep(0.1)
     raise AssertionError(f"expected {expected}, got {recorded(key)}")
+
+
+def test_a_dead_letter_refused_by_rabbitmq_keeps_the_original_until_it_is_accepted(
+    worker: WorkerProcess, amqp_url: str, redis_key: str
+) -> None:
+    # Given maintenance.XQ refuses every publish for a while (a max-length 0, reject-publish policy)
+    with refusing(amqp_url, "maintenance.XQ"):
+        # When a message fails permanently meanwhile
+        sent = send(amqp_url, "testing.fail_permanently", {"user_id": 4})
+        take_until(redis_key, ["attempt"])
+        # And the worker has given up publishing the dead letter for now (Dramatiq retries later)
+        wait_until(lambda: "Failed to post_process_message" in worker.output(), what="a refused dead letter")
+        assert depth(amqp_url, "maintenance.XQ") == 0
+    # Then once the queue accepts again, the dead letter arrives: the original was kept, not acked
+    [dead] = take(amqp_url, "maintenance.XQ", 1, timeout=30)
+    assert dead.message()["message_id"] == sent["message_id"]
+    assert dead.headers["x-edujobs-reason"] == "permanent_error"
+    # And it ran once, and the original was acked: once the worker stops, nothing comes back
+    assert recorded(redis_key) == ["attempt"]
+    worker.stop()
+    assert depth(amqp_url, "maintenance") == 0
 
 
 def test_dead_letter_headers_survive_json_round_trip(worker: WorkerProcess, amqp_url: str) -> None:
@@ -182,8 +203,6 @@ def test_dead_letter_headers_survive_json_round_trip(worker: WorkerProcess, amqp
 def test_job_state_follows_each_message(
     worker: WorkerProcess, amqp_url: str, edujobs_env: dict[str, str]
 ) -> None:
-    import time
-
     from store.db import make_engine
     from store.jobs import JobStore
 

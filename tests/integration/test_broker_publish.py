@@ -1,0 +1,76 @@
+"""What the edujobs broker publishes on the real RabbitMQ: timestamps, and dead letters that
+arrive or fail loudly, never vanish."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pika
+import pytest
+from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
+
+from brokers.rabbitmq import EdujobsBroker
+from brokers.settings import Settings
+from brokers.stack import build_broker
+from tests.amqp import depth
+from tests.rabbitmq_policies import refusing
+
+
+@pytest.fixture
+def broker(amqp_url: str) -> Iterator[EdujobsBroker]:
+    # Given the edujobs broker with the maintenance queues declared
+    broker = build_broker(Settings(rabbitmq_url=amqp_url, metrics_port=0, record_job_state=False))
+    broker.declare_topology(("maintenance",))
+    yield broker
+    broker.close()
+
+
+def get_one(url: str, queue: str) -> tuple[pika.BasicProperties, bytes]:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        method, properties, body = connection.channel().basic_get(queue, auto_ack=True)
+        assert method is not None, f"{queue} is empty"
+        return properties, body
+    finally:
+        connection.close()
+
+
+def message(value: str) -> Message[object]:
+    return Message(
+        queue_name="maintenance", actor_name="testing.record", args=(), kwargs={"value": value}, options={}
+    )
+
+
+def test_enqueued_messages_carry_an_amqp_timestamp(broker: EdujobsBroker, amqp_url: str) -> None:
+    # When a worker enqueues a message now, and another one delayed
+    before = int(time.time())
+    broker.enqueue(message("now"))
+    broker.enqueue(message("later"), delay=60_000)
+    # Then both carry the time they were published (RabbitMQ's oldest-message age reads it)
+    for queue in ("maintenance", "maintenance.DQ"):
+        properties, _ = get_one(amqp_url, queue)
+        assert properties.timestamp is not None and before <= properties.timestamp <= time.time() + 1
+        assert properties.delivery_mode == 2
+
+
+def test_a_dead_letter_to_a_deleted_queue_declares_it_again(broker: EdujobsBroker, amqp_url: str) -> None:
+    # Given an operator deleted maintenance.XQ by hand after the worker declared it
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    connection.channel().queue_delete("maintenance.XQ")
+    connection.close()
+    # When a dead letter is published there
+    broker.publish_confirmed("maintenance.XQ", b"dead", headers={"x-edujobs-reason": "failed"})
+    # Then it arrives in the queue declared again, not confirmed into the void
+    properties, body = get_one(amqp_url, "maintenance.XQ")
+    assert body == b"dead" and properties.headers == {"x-edujobs-reason": "failed"}
+    assert properties.timestamp is not None
+
+
+def test_a_dead_letter_refused_by_rabbitmq_is_an_error(broker: EdujobsBroker, amqp_url: str) -> None:
+    # Given maintenance.XQ refuses every publish (a max-length 0, reject-publish policy)
+    # When a dead letter is published there, then the publisher hears that RabbitMQ nacked it
+    with refusing(amqp_url, "maintenance.XQ"), pytest.raises(ConnectionClosed, match="NACKed"):
+        broker.publish_confirmed("maintenance.XQ", b"dead")
+    assert depth(amqp_url, "maintenance.XQ") == 0
