@@ -34,7 +34,7 @@ from middleware.breaker_storage import BreakerRegistry
 from middleware.cancellations import Cancellations
 from middleware.circuit_breakers import CircuitBreakers
 from middleware.job_state import JobState
-from middleware.metrics import Metrics, record_breaker_state
+from middleware.metrics import Metrics, record_breaker_state, record_breaker_transition
 from middleware.priorities import Priorities
 from middleware.queue_pauses import QueuePauses
 from middleware.retries import Retries
@@ -177,6 +177,7 @@ def circuit_breakers(settings: Settings) -> CircuitBreakers:
         namespace=settings.breaker_namespace,
     )
     registry.add_listener(lambda provider, old, new: record_breaker_state(provider, new))
+    registry.add_listener(record_breaker_transition)
     if settings.sentry_dsn:
         # One Sentry event per opening: per process by its opened_at, across processes by a Redis claim.
         registry.add_listener(

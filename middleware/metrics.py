@@ -2,8 +2,8 @@
 
 Per message, by queue and actor: how many were processed and how each ended (``outcome``), how long
 the actor took, how many are in flight, how many retries were spent; per queue and reason, how many
-dead letters were written; per provider, the circuit breaker's state; per schedule, the time of the
-last successful run.
+dead letters were written; per provider, the circuit breaker's state and its transitions; per
+schedule, the time of the last successful run.
 
 Under the dramatiq CLI every worker process of a pool writes its values to files (prometheus-client's
 multiprocess mode) in one directory per pool, ``<directory>/pool-<pid of the dramatiq master>``; each
@@ -14,8 +14,8 @@ depths of ``brokers.queue_stats``, on the host and port of the settings only (Dr
 middleware binds 0.0.0.0 and reads the environment). Outside the CLI (unit tests, a Worker run
 in-process) values stay in the process, in ``registry``.
 
-``record_breaker_state`` and ``record_schedule_success`` let the circuit breakers and the scheduler
-record into the process's metrics without holding the middleware.
+``record_breaker_state``, ``record_breaker_transition`` and ``record_schedule_success`` let the
+circuit breakers and the scheduler record into the process's metrics without holding the middleware.
 """
 
 from __future__ import annotations
@@ -105,6 +105,12 @@ class MetricSet:
             multiprocess_mode="mostrecent",
             registry=registry,
         )
+        self.breaker_transitions = Counter(
+            "edujobs_circuit_breaker_transitions",
+            "Transitions of a provider's circuit breaker, by the state it entered.",
+            ["provider", "state"],
+            registry=registry,
+        )
         self.schedule_last_success = Gauge(
             "edujobs_schedule_last_success_timestamp_seconds",
             "UNIX time at which a scheduled job last succeeded.",
@@ -129,6 +135,19 @@ def record_breaker_state(provider: str, state_name: str) -> None:
         logger.warning("Unknown circuit breaker state %r for %s: not recorded.", state_name, provider)
         return
     metrics.breaker_state.labels(provider).set(value)
+
+
+def record_breaker_transition(provider: str, old_state: str | None, new_state: str) -> None:
+    """Count a breaker's transition into ``new_state``; a state heard without a transition (at
+    boot, ``old_state`` None, or unchanged) is not one. Does nothing when metrics are disabled."""
+    metrics = _active
+    if metrics is None or old_state is None or old_state == new_state:
+        return
+    if new_state not in BREAKER_STATES:
+        logger.warning("Unknown circuit breaker state %r for %s: not counted.", new_state, provider)
+        return
+    # pybreaker says "half-open"; one spelling per label value.
+    metrics.breaker_transitions.labels(provider, new_state.replace("_", "-")).inc()
 
 
 def record_schedule_success(schedule: str, at: float | None = None) -> None:

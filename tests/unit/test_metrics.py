@@ -12,6 +12,7 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dramatiq
@@ -22,7 +23,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from brokers.settings import Settings
 from brokers.stack import build_middleware
-from contracts.errors import PermanentError, TransientError
+from contracts.errors import PermanentError, ProviderUnavailableError, TransientError
+from middleware.circuit_breakers import CircuitBreakers
 from middleware.metrics import (
     Metrics,
     make_metrics_server,
@@ -220,6 +222,30 @@ def test_breaker_states_are_recorded_by_provider(metrics: Metrics) -> None:
     assert value(metrics, "edujobs_circuit_breaker_state", provider="sendgrid") == 1
     record_breaker_state("sendgrid", "sideways")  # unknown: ignored
     assert value(metrics, "edujobs_circuit_breaker_state", provider="sendgrid") == 1
+
+
+def test_breaker_transitions_are_counted_by_provider_and_state(broker: StubBroker, metrics: Metrics) -> None:
+    # Given the stack's circuit breakers (in-process state), whose states are heard at boot
+    breakers = next(m for m in broker.middleware if isinstance(m, CircuitBreakers)).breakers
+    breakers.announce()
+    sendgrid = breakers.get("sendgrid")
+    # When SendGrid fails until its breaker opens, the reset timeout passes and a trial call succeeds
+    for _ in range(sendgrid.fail_max):
+        with pytest.raises(ProviderUnavailableError), breakers.guard("sendgrid"):
+            raise ProviderUnavailableError("503 from SendGrid")
+    sendgrid.storage.opened_at = datetime.now(UTC) - timedelta(seconds=sendgrid.reset_timeout + 1)
+    with breakers.guard("sendgrid"):
+        pass
+
+    # Then each transition is counted once by the state entered; the boot announcement is none
+    def transitions(provider: str, state: str) -> float:
+        return value(metrics, "edujobs_circuit_breaker_transitions_total", provider=provider, state=state)
+
+    assert transitions("sendgrid", "open") == 1
+    assert transitions("sendgrid", "half-open") == 1
+    assert transitions("sendgrid", "closed") == 1
+    assert transitions("twilio", "closed") == 0
+    assert value(metrics, "edujobs_circuit_breaker_state", provider="sendgrid") == 0
 
 
 def test_metrics_can_be_disabled_with_port_zero() -> None:
