@@ -12,10 +12,15 @@ import hashlib
 import time
 from typing import Any
 
+from middleware.scrubbing import scrub_text
+
 #: How much of a traceback a dead letter keeps.
 TRACEBACK_LIMIT = 4000
 #: How much of an error message a dead letter keeps.
 ERROR_LIMIT = 1000
+#: How much of the error and of the traceback the AMQP headers show.
+HEADER_ERROR_LIMIT = 250
+HEADER_TRACEBACK_LIMIT = 2000
 
 REASONS = (
     "failed",  # an exception with no retries configured
@@ -62,11 +67,20 @@ def build_record(
 
 
 def record_headers(record: dict[str, Any]) -> dict[str, Any]:
-    """The AMQP headers that show a dead letter's record in RabbitMQ's management UI."""
+    """The AMQP headers that show a dead letter's record in RabbitMQ's management UI.
+
+    Headers are what an operator sees at a glance, in lists and exports: the error and traceback
+    there have e-mail addresses, phone numbers and tokens scrubbed (the record inside the message
+    keeps them whole, for whoever opens the message itself)."""
+    traceback = scrub_text(record["traceback"])
+    if len(traceback) > HEADER_TRACEBACK_LIMIT:
+        # The end of a traceback is where it was raised: keep that.
+        traceback = "…" + traceback[-(HEADER_TRACEBACK_LIMIT - 1) :]
     return {
         "x-edujobs-reason": record["reason"],
         "x-edujobs-exception": record["exception_type"],
-        "x-edujobs-error": record["error"][:250],
+        "x-edujobs-error": scrub_text(record["error"])[:HEADER_ERROR_LIMIT],
+        "x-edujobs-traceback": traceback,
         "x-edujobs-attempts": record["attempts"],
         "x-edujobs-first-failure-at": record["first_failure_at"],
         "x-edujobs-last-failure-at": record["last_failure_at"],

@@ -1,5 +1,5 @@
 """edujobs' Dramatiq middleware: one class per module, configured by ``brokers.setup``.
 
-Nothing is imported here so that a producer can import one small module (``middleware.signatures``)
-without the heavy dependencies of the others.
+Nothing is imported here so that one small module (``middleware.scrubbing``, used by
+``brokers.dlq``) can be imported without the heavy dependencies of the others.
 """

@@ -128,6 +128,7 @@ def test_a_permanent_error_is_dead_lettered_at_once_with_its_record(
     assert record["first_failure_at"] <= record["last_failure_at"]
     assert record["worker"] and len(record["fingerprint"]) == 12
     assert dead.headers["x-edujobs-attempts"] == 1
+    assert "raise PermanentError" in dead.headers["x-edujobs-traceback"]
     # And the worker's log names the actor and message id, never the arguments
     assert str(sent["message_id"]) in worker.output()
     assert "user_id=9" not in worker.output()

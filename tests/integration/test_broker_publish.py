@@ -11,6 +11,7 @@ import pytest
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
+from brokers import dlq
 from brokers.rabbitmq import EdujobsBroker
 from brokers.settings import Settings
 from brokers.stack import build_broker
@@ -22,7 +23,7 @@ from tests.rabbitmq_policies import refusing
 def broker(amqp_url: str) -> Iterator[EdujobsBroker]:
     # Given the edujobs broker with the maintenance queues declared
     broker = build_broker(Settings(rabbitmq_url=amqp_url, metrics_port=0, record_job_state=False))
-    broker.declare_topology(("maintenance",))
+    broker.declare_topology(("maintenance", "notifications"))
     yield broker
     broker.close()
 
@@ -74,3 +75,29 @@ def test_a_dead_letter_refused_by_rabbitmq_is_an_error(broker: EdujobsBroker, am
     with refusing(amqp_url, "maintenance.XQ"), pytest.raises(ConnectionClosed, match="NACKed"):
         broker.publish_confirmed("maintenance.XQ", b"dead")
     assert depth(amqp_url, "maintenance.XQ") == 0
+
+
+def test_dead_letter_headers_show_a_scrubbed_error_and_the_end_of_the_traceback(
+    broker: EdujobsBroker, amqp_url: str
+) -> None:
+    # Given a failure whose error and long traceback name a parent's e-mail and phone number
+    frames = "".join(f'  File "actors/x.py", line {n}, in step_{n}\n' for n in range(200))
+    record = dlq.build_record(
+        reason="permanent_error",
+        actor_name="notifications.send_sms",
+        worker="worker-1",
+        exception_type="PermanentError",
+        error="no account for parent@example.org (+33 6 12 34 56 78)",
+        traceback=f"Traceback (most recent call last):\n{frames}PermanentError: unknown parent@example.org\n",
+    )
+    # When the broker dead-letters the message with that record
+    broker.dead_letter("notifications", b"{}", record, priority=None)
+    # Then the headers in notifications.XQ show the error and traceback without the personal data
+    properties, _ = get_one(amqp_url, "notifications.XQ")
+    headers = properties.headers
+    assert headers["x-edujobs-error"] == "no account for [Filtered] ([Filtered])"
+    traceback = headers["x-edujobs-traceback"]
+    assert "parent@example.org" not in traceback
+    # And the traceback is bounded, keeping its end, where the error was raised
+    assert len(traceback) <= dlq.HEADER_TRACEBACK_LIMIT
+    assert traceback.endswith("in step_199\nPermanentError: unknown [Filtered]\n")
