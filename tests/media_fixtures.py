@@ -120,6 +120,23 @@ class MediaFiles:
 
         return self._cached("damaged.mp4", make)
 
+    def garbled(self) -> Path:
+        """A clip whose index is intact (faststart) but whose media data is all noise: it probes
+        as a valid 3 s video, then not one frame decodes and ffmpeg exits with an error."""
+
+        def make(path: Path) -> None:
+            whole = path.with_name("whole-" + path.name)
+            args = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+            args += ["-i", str(self.clip("landscape")), "-c", "copy", "-movflags", "+faststart", str(whole)]
+            subprocess.run(args, check=True, timeout=60)
+            data = bytearray(whole.read_bytes())
+            start = data.index(b"mdat") + 4
+            data[start:] = random.Random(20261201).randbytes(len(data) - start)
+            path.write_bytes(bytes(data))
+            whole.unlink()
+
+        return self._cached("garbled.mp4", make)
+
     def random_bytes(self) -> Path:
         # Seeded: some random bytes happen to look like a format ffprobe knows (a file without streams)
         return self._cached(
@@ -178,9 +195,21 @@ def top_level_boxes(path: Path) -> list[str]:
 
 
 def ffmpeg_processes_matching(text: str) -> list[str]:
-    """Command lines of running processes containing ``text`` (``pgrep -af``)."""
-    result = subprocess.run(["pgrep", "-af", text], capture_output=True, text=True, timeout=10)
-    return [line for line in result.stdout.splitlines() if "pgrep" not in line]
+    """Command lines of the running ffmpeg and ffprobe processes that contain ``text`` (a plain
+    substring, not a pattern), read from ``/proc``. Zombies, whose command line is gone, do not count:
+    they are dead, waiting only for a parent to reap them."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # it exited meanwhile
+        if not args or Path(os.fsdecode(args[0])).name not in ("ffmpeg", "ffprobe"):
+            continue
+        line = " ".join(os.fsdecode(arg) for arg in args if arg)
+        if text in line:
+            found.append(f"{cmdline.parent.name} {line}")
+    return found
 
 
 class FakeS3:

@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from sqlalchemy import Engine, Table, delete, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from actors.media.temp import sweep_stale_workdirs
 from contracts.errors import PermanentError, TransientError
 from store.models import AccessLog, Delivery, JobRecord, Report
 from store.models_notifications import DigestEvent
@@ -30,6 +32,9 @@ logger = logging.getLogger(__name__)
 BACKUP_PREFIX = "backups/"
 ARCHIVE_PREFIX = "archive/"
 FINISHED_JOB_STATES = ("succeeded", "dead", "cancelled")
+#: Media work directories and upload temporary files untouched this long were abandoned by a killed
+#: process: far longer than any job runs (a video's time limit is 25 minutes), so none is in use.
+STALE_TEMP_SECONDS = 12 * 3600
 
 
 class BackupError(TransientError):
@@ -45,8 +50,13 @@ def run_cleanup(
     event_days: int = 30,
     fire_days: int = 180,
     now: datetime | None = None,
+    media_temp_dir: str | None = None,
 ) -> dict[str, int]:
-    """Delete what has outlived its use; returns how many rows (and report files) went."""
+    """Delete what has outlived its use; returns how many rows (and report files) went.
+
+    Also sweeps the temporary files killed workers left (``sweep_stale_temp_files``): media work
+    directories under ``media_temp_dir`` (by default as configured, ``EDUJOBS_MEDIA_TEMP_DIR``).
+    """
     at = now or datetime.now(UTC)
     counts: dict[str, int] = {}
     with engine.begin() as connection:
@@ -84,6 +94,38 @@ def run_cleanup(
             report.storage_uri = None
             counts["expired_reports"] += 1
         session.commit()
+    if media_temp_dir is None:
+        from brokers.settings import get_settings
+
+        media_temp_dir = get_settings().media_temp_dir
+    # File ages are wall-clock: ``now`` (which tests move) must not make fresh files look stale.
+    sweep_stale_temp_files(storage, media_temp_dir)
+    return counts
+
+
+def sweep_stale_temp_files(
+    storage: Storage,
+    media_temp_dir: str | None,
+    *,
+    older_than_seconds: float = STALE_TEMP_SECONDS,
+) -> dict[str, int]:
+    """Remove the media work directories and the storage upload temporary files that a process
+    killed outright (no ``finally`` ran) left behind; return how many of each went."""
+    at = time.time()
+    counts = {
+        "stale_media_workdirs": sweep_stale_workdirs(
+            media_temp_dir, older_than_seconds=older_than_seconds, now=at
+        ),
+        "stale_upload_temp_files": storage.remove_stale_temp_files(
+            older_than_seconds=older_than_seconds, now=at
+        ),
+    }
+    if any(counts.values()):
+        logger.info(
+            "Removed %d stale media work directories and %d abandoned upload temporary files.",
+            counts["stale_media_workdirs"],
+            counts["stale_upload_temp_files"],
+        )
     return counts
 
 

@@ -23,7 +23,13 @@ from actors.media.errors import ProcessingCancelledError
 
 logger = logging.getLogger(__name__)
 
-VIDEO_TIME_LIMIT_MS = 30 * 60_000
+#: RabbitMQ's default ``consumer_timeout``: a delivery left unacked longer is requeued (and its
+#: channel closed), so a second worker would start on the same asset while the first still runs.
+RABBITMQ_CONSUMER_TIMEOUT_MS = 30 * 60_000
+#: Below the consumer timeout, with room for the deadline grace, the probes and the uploads. Dramatiq
+#: acks after the actor returns, so the whole job must fit; longer transcodes need a raised
+#: ``consumer_timeout`` (README, "Media": deploying) as well as a higher limit.
+VIDEO_TIME_LIMIT_MS = 25 * 60_000
 IMAGE_TIME_LIMIT_MS = 2 * 60_000
 
 
@@ -52,6 +58,7 @@ def process_video(
             deadline=job_deadline(VIDEO_TIME_LIMIT_MS),
             progress=_report_progress,
             should_cancel=cancellation_check(),
+            last_attempt=is_last_attempt(),
         )
     except ProcessingCancelledError:
         logger.info("Processing of media asset %d was cancelled.", asset_id)
@@ -75,6 +82,7 @@ def process_image(
         format=format,
         watermark=watermark,
         progress=_report_progress,
+        last_attempt=is_last_attempt(),
     )
 
 
@@ -93,6 +101,17 @@ def job_deadline(default_ms: int) -> float:
         actor_options = dramatiq.get_broker().get_actor(message.actor_name).options
         limit_ms = message.options.get("time_limit") or actor_options.get("time_limit", default_ms)
     return time.monotonic() + limit_ms / 1000 + DEADLINE_GRACE_SECONDS
+
+
+def is_last_attempt() -> bool:
+    """Whether a failure of the current message would be its last (no retry follows), as the
+    Retries middleware decides: the retries spent so far against its ``max_retries``."""
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return True
+    actor_options = dramatiq.get_broker().get_actor(message.actor_name).options
+    max_retries = message.options.get("max_retries", actor_options.get("max_retries"))
+    return max_retries is not None and int(message.options.get("retries", 0)) >= int(max_retries)
 
 
 def cancellation_check() -> Callable[[], bool]:

@@ -53,15 +53,27 @@ def mark_ready(
     )
 
 
-def mark_failed(engine: Engine, asset_id: int, error: str) -> None:
-    """Record the failure; never raises (it runs while another error is on its way up)."""
+def mark_failed(engine: Engine, asset_id: int, error: str, *, unless_ready: bool = False) -> None:
+    """Record the failure (leaving a ``ready`` asset alone if ``unless_ready``); never raises (it
+    runs while another error is on its way up)."""
     try:
-        _update(engine, asset_id, status="failed", error=error[:MAX_ERROR_CHARS])
+        _update(engine, asset_id, status="failed", error=error[:MAX_ERROR_CHARS], unless_ready=unless_ready)
     except Exception:
         logger.exception("Could not mark media asset %d as failed.", asset_id)
 
 
-def _update(engine: Engine, asset_id: int, **values: Any) -> None:
+def note_retry(engine: Engine, asset_id: int, error: str) -> None:
+    """Record why an attempt failed that will be retried: the asset stays ``processing``, so
+    nobody takes it for lost. Never raises."""
+    try:
+        _update(engine, asset_id, status="processing", error=error[:MAX_ERROR_CHARS])
+    except Exception:
+        logger.exception("Could not record the failed attempt on media asset %d.", asset_id)
+
+
+def _update(engine: Engine, asset_id: int, *, unless_ready: bool = False, **values: Any) -> None:
     statement = update(MediaAsset).where(MediaAsset.id == asset_id).values(**values, updated_at=utcnow())
+    if unless_ready:
+        statement = statement.where(MediaAsset.status != "ready")
     with engine.begin() as connection:
         connection.execute(statement)

@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from actors.media import transcode
+from actors.media import runner, transcode
 from actors.media.errors import InvalidMediaError
-from actors.media.probe import MediaInfo, ffmpeg_messages, probe
+from actors.media.probe import PROBE_TIMEOUT_SECONDS, MediaInfo, ffmpeg_messages, probe
 from brokers.settings import Settings
 from store.storage import Storage
 
@@ -33,12 +33,19 @@ def check_complete(entries: list[dict[str, Any]], source_duration: float, stderr
 
 
 def collect(
-    job: transcode.TranscodeJob, out: Path, settings: Settings, prefix: str, storage: Storage
+    job: transcode.TranscodeJob,
+    out: Path,
+    settings: Settings,
+    prefix: str,
+    storage: Storage,
+    *,
+    deadline: float,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Describe what ffmpeg wrote (the asset's renditions) and list the files to upload, in order.
 
     Writes the HLS master playlist. Upload order: MP4s, thumbnails, audio, then for HLS the segments,
-    the variant playlists and the master last.
+    the variant playlists and the master last. The probes are killed at ``deadline`` (the job's,
+    ``time.monotonic()``).
     """
     entries: list[dict[str, Any]] = []
     files: list[str] = []
@@ -46,7 +53,11 @@ def collect(
     variants: list[transcode.Variant] = []
     made_audio = job.makes_audio and (out / "audio/audio.mp3").is_file()
     outputs = [r.mp4 for r in job.renditions] + (["audio/audio.mp3"] if made_audio else [])
-    probed = probe_all([out / name for name in outputs], ffprobe=settings.ffprobe_path)
+    probed = probe_all(
+        [out / name for name in outputs],
+        ffprobe=settings.ffprobe_path,
+        timeout=runner.remaining(deadline, cap=PROBE_TIMEOUT_SECONDS),
+    )
     for rendition in job.renditions:
         info = probed[out / rendition.mp4]
         if info.video is None:
@@ -123,12 +134,16 @@ def collect(
     return entries, files + hls_files
 
 
-def probe_all(paths: Sequence[Path], *, ffprobe: str) -> dict[Path, MediaInfo]:
-    """Probe several outputs at once: each ffprobe spends ~0.1 s starting up, mostly waiting."""
+def probe_all(
+    paths: Sequence[Path], *, ffprobe: str, timeout: float = PROBE_TIMEOUT_SECONDS
+) -> dict[Path, MediaInfo]:
+    """Probe several outputs at once (each within ``timeout``): each ffprobe spends ~0.1 s starting
+    up, mostly waiting."""
     if len(paths) <= 1:
-        return {path: probe(path, ffprobe=ffprobe) for path in paths}
+        return {path: probe(path, ffprobe=ffprobe, timeout=timeout) for path in paths}
     with ThreadPoolExecutor(max_workers=len(paths), thread_name_prefix="ffprobe") as pool:
-        return dict(zip(paths, pool.map(lambda path: probe(path, ffprobe=ffprobe), paths), strict=True))
+        found = pool.map(lambda path: probe(path, ffprobe=ffprobe, timeout=timeout), paths)
+        return dict(zip(paths, found, strict=True))
 
 
 def _stored(storage: Storage, prefix: str, name: str, out: Path) -> dict[str, Any]:

@@ -7,7 +7,9 @@ group, hands its stdout to a reader thread, and waits in short slices (``proc.wa
 Between slices it checks the deadline and the cancellation callback and reports progress, and an
 asynchronous exception raised into the waiting thread lands there. On every way out (success,
 failure, timeout, cancellation, interrupt) the ``finally`` clause kills the process group and reaps
-it, so no ffmpeg outlives its job.
+it, so no ffmpeg outlives its job. A worker killed outright (SIGKILL, the OOM killer) runs no
+``finally``; on Linux the child asks the kernel (``PR_SET_PDEATHSIG``) to be killed when the thread
+that started it dies, so it does not transcode on for nobody in its own session.
 
 With ``progress=`` the child is expected to write ffmpeg's ``-progress pipe:1`` key=value lines; the
 callback receives the seconds of output written so far (``out_time_us``), in the calling thread
@@ -17,10 +19,13 @@ callback receives the seconds of output written so far (``out_time_us``), in the
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -36,6 +41,45 @@ logger = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
 CANCEL_CHECK_SECONDS = 2.0
 STDERR_TAIL_CHARS = 4000
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    prctl: Callable[..., int] = libc.prctl
+    return prctl
+
+
+# Resolved once here: the child between fork and exec should do as little as it can (no imports,
+# no library lookups), since other threads of the worker may have held locks at the fork.
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """The ``preexec_fn`` that makes the child receive SIGKILL when its parent dies (Linux)."""
+    if _PRCTL is None:
+        return None
+    prctl = _PRCTL
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before the prctl: nobody would signal
+            os._exit(1)
+
+    return preexec
+
+
+def remaining(deadline: float, cap: float | None = None) -> float:
+    """Seconds left until ``deadline`` (``time.monotonic()``), at least 0.1, at most ``cap``."""
+    left = max(0.1, deadline - time.monotonic())
+    return min(left, cap) if cap is not None else left
 
 
 @dataclass(frozen=True)
@@ -101,6 +145,7 @@ def run(
                 stderr=stderr,
                 cwd=cwd,
                 start_new_session=True,  # its own process group: killpg reaches everything it starts
+                preexec_fn=_die_with_parent(os.getpid()),
             )
         except OSError as e:
             raise FFmpegFailedError(f"cannot run {args[0]}: {e.strerror or e} (is ffmpeg installed?)") from e

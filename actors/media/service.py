@@ -6,7 +6,9 @@ video/...``, ``media/<id>/image/...``): a retried or repeated job overwrites the
 deletes whatever an earlier run left under its prefix that this run did not write, so outputs are
 never duplicated. HLS is uploaded segments first, then variant playlists, then the master playlist,
 so a player never sees a playlist naming a missing file. The asset row goes ``processing`` →
-``ready`` (with its renditions) or ``failed`` (with the error).
+``ready`` (with its renditions) or ``failed`` (with the error) when the error is permanent or the
+attempt was the message's last; an attempt that will be retried (a transient error, a worker
+shutdown) leaves it ``processing``, with the error noted.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,9 +26,12 @@ from typing import Any
 from sqlalchemy import Engine
 
 from actors.media import assets, images, outputs, runner, transcode
-from actors.media.errors import FFmpegFailedError, InvalidMediaError
-from actors.media.probe import check_video, ffmpeg_messages, probe
+from actors.media.errors import AssetError, InvalidMediaError, ProcessingCancelledError
+from actors.media.failures import ffmpeg_failure
+from actors.media.probe import PROBE_TIMEOUT_SECONDS, check_video, probe
+from actors.media.temp import workdir
 from brokers.settings import Settings, get_settings
+from contracts.errors import PermanentError
 from store.db import get_engine
 from store.models import MediaAsset
 from store.storage import Storage, get_storage, path_from_file_url
@@ -67,25 +70,6 @@ def _no_progress(percent: float) -> None:
     pass
 
 
-@contextmanager
-def workdir(settings: Settings, label: str) -> Iterator[Path]:
-    """A fresh temporary directory, removed afterwards whatever happens."""
-    parent = settings.media_temp_dir
-    if parent:
-        Path(parent).mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f"edujobs-{label}-", dir=parent))
-    try:
-        yield path
-    finally:
-        try:
-            shutil.rmtree(path, ignore_errors=True)
-        except BaseException:
-            # An asynchronous interrupt (time limit, shutdown) landed mid-removal: each comes once,
-            # so finish the job and let it go on up.
-            shutil.rmtree(path, ignore_errors=True)
-            raise
-
-
 def fetch_source(media: Media, asset: MediaAsset, directory: Path) -> Path:
     """A local path of the asset's source: read in place when local, else downloaded into ``directory``.
 
@@ -113,15 +97,39 @@ _INTERRUPTS = {
 
 
 @contextmanager
-def _asset_job(engine: Engine, asset_id: int) -> Iterator[None]:
-    """Mark the asset failed, with the reason, if the job fails or is interrupted in any way."""
+def _asset_job(engine: Engine, asset_id: int, *, last_attempt: bool) -> Iterator[None]:
+    """Record on the asset why the job failed or was interrupted: ``failed`` when no retry follows
+    (a permanent error, or the message's last attempt), else still ``processing``."""
     try:
         yield
     except BaseException as e:
         name = type(e).__name__
-        reason = str(e) or _INTERRUPTS.get(name, "interrupted")
-        assets.mark_failed(engine, asset_id, f"{name}: {reason}")
+        reason = f"{name}: {str(e) or _INTERRUPTS.get(name, 'interrupted')}"
+        # A shutdown requeues the message without spending a retry (middleware.retries), so even
+        # a last attempt runs again.
+        final = isinstance(e, PermanentError) or (last_attempt and name != "Shutdown")
+        if final:
+            assets.mark_failed(engine, asset_id, reason)
+        else:
+            assets.note_retry(engine, asset_id, reason)
         raise
+
+
+def _start(engine: Engine, asset_id: int, kind: str) -> MediaAsset:
+    """Load the asset and mark it ``processing``; an asset of the other kind is marked failed
+    (unless ``ready``: its outputs are still good, only the message was wrong)."""
+    try:
+        asset = assets.load_asset(engine, asset_id, kind)
+    except AssetError as e:
+        assets.mark_failed(engine, asset_id, f"{type(e).__name__}: {e}", unless_ready=True)
+        raise
+    assets.mark_processing(engine, asset_id)
+    return asset
+
+
+def _check_cancelled(should_cancel: Callable[[], bool] | None) -> None:
+    if should_cancel is not None and should_cancel():
+        raise ProcessingCancelledError("the job was cancelled while it was processing")
 
 
 def process_video(
@@ -135,23 +143,28 @@ def process_video(
     deadline: float | None = None,
     progress: Progress = _no_progress,
     should_cancel: Callable[[], bool] | None = None,
+    last_attempt: bool = True,
 ) -> dict[str, Any]:
     """Transcode a video asset: the ladder, HLS, thumbnails and MP3 in one ffmpeg run, then store them.
 
-    ``deadline`` is a ``time.monotonic()`` value past which ffmpeg is killed.
+    ``deadline`` is a ``time.monotonic()`` value past which ffmpeg (or ffprobe) is killed;
+    ``should_cancel`` is checked while ffmpeg runs and between the phases; ``last_attempt`` says
+    whether a failure is the asset's final word (no retry follows).
     """
     started = time.monotonic()
     deadline = deadline if deadline is not None else started + DEFAULT_TIMEOUT_SECONDS
     settings = media.settings
-    asset = assets.load_asset(media.engine, asset_id, "video")
-    assets.mark_processing(media.engine, asset_id)
-    with _asset_job(media.engine, asset_id), workdir(settings, f"video-{asset_id}") as work:
+    asset = _start(media.engine, asset_id, "video")
+    with (
+        _asset_job(media.engine, asset_id, last_attempt=last_attempt),
+        workdir(settings.media_temp_dir, "video", asset_id) as work,
+    ):
         progress(1)
         source = fetch_source(media, asset, work)
         info = probe(
             source,
             ffprobe=settings.ffprobe_path,
-            timeout=_remaining(deadline, cap=60),
+            timeout=runner.remaining(deadline, cap=PROBE_TIMEOUT_SECONDS),
             name=f"media asset {asset_id}",
         )
         video = check_video(
@@ -172,6 +185,7 @@ def process_video(
         )
         if extract_audio and info.audio is None:
             logger.info("Media asset %d has no audio track: no MP3 made.", asset_id)
+        _check_cancelled(should_cancel)
         progress(5)
         out = work / "out"
         for directory in job.directories():
@@ -181,13 +195,17 @@ def process_video(
             job,
             settings,
             cwd=out,
-            timeout=_remaining(deadline),
+            timeout=runner.remaining(deadline),
             progress=lambda seconds: progress(5 + 85 * min(1.0, seconds / duration)),
             should_cancel=should_cancel,
         )
         progress(90)
-        entries, files = outputs.collect(job, out, settings, video_prefix(asset_id), media.storage)
+        _check_cancelled(should_cancel)
+        entries, files = outputs.collect(
+            job, out, settings, video_prefix(asset_id), media.storage, deadline=deadline
+        )
         outputs.check_complete(entries, info.duration, done.stderr)
+        _check_cancelled(should_cancel)
         upload(media.storage, out, files, video_prefix(asset_id), progress=lambda f: progress(90 + 9 * f))
         assets.mark_ready(
             media.engine,
@@ -235,15 +253,6 @@ def run_transcode(
     return done
 
 
-def ffmpeg_failure(returncode: int, stderr: str) -> Exception:
-    """A failed ffmpeg run: transient if ffmpeg was killed or starved, else the source is at fault."""
-    tail = ffmpeg_messages(stderr) or "no message"
-    starved = any(text in stderr for text in ("No space left", "Cannot allocate memory", "Killed"))
-    if returncode < 0 or returncode == 137 or starved:
-        return FFmpegFailedError(f"ffmpeg failed (exit status {returncode}): {tail}")
-    return InvalidMediaError(f"ffmpeg could not transcode the source (exit status {returncode}): {tail}")
-
-
 def upload(
     storage: Storage,
     root: Path,
@@ -273,12 +282,15 @@ def process_image(
     format: str = "webp",
     watermark: dict[str, Any] | None = None,
     progress: Progress = _no_progress,
+    last_attempt: bool = True,
 ) -> dict[str, Any]:
     """Resize an image asset to ``sizes``, encode as ``format``, watermark if asked, then store them."""
     settings = media.settings
-    asset = assets.load_asset(media.engine, asset_id, "image")
-    assets.mark_processing(media.engine, asset_id)
-    with _asset_job(media.engine, asset_id), workdir(settings, f"image-{asset_id}") as work:
+    asset = _start(media.engine, asset_id, "image")
+    with (
+        _asset_job(media.engine, asset_id, last_attempt=last_attempt),
+        workdir(settings.media_temp_dir, "image", asset_id) as work,
+    ):
         source_path = fetch_source(media, asset, work)
         name = f"media asset {asset_id}"
         with images.open_image(source_path, max_pixels=settings.media_max_image_pixels, name=name) as source:
@@ -328,8 +340,3 @@ def _watermark(media: Media, watermark: dict[str, Any]) -> images.WatermarkSpec:
         position=str(watermark.get("position", "bottom-right")),
         opacity=float(watermark.get("opacity", 0.5)),
     )
-
-
-def _remaining(deadline: float, cap: float | None = None) -> float:
-    remaining = max(0.1, deadline - time.monotonic())
-    return min(remaining, cap) if cap is not None else remaining

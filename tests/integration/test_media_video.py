@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from actors.media import service
-from actors.media.errors import AssetError, InvalidMediaError, ProcessingCancelledError
+from actors.media.errors import AssetError, FFmpegFailedError, InvalidMediaError, ProcessingCancelledError
 from brokers.settings import Settings
 from store.db import make_engine
 from store.models import Base, MediaAsset
@@ -157,6 +157,7 @@ def test_the_audio_track_can_be_extracted_as_mp3(media: service.Media) -> None:
 BROKEN = {
     "truncated": ("truncated", "moov atom not found; Invalid data found when processing input"),
     "data cut short": ("damaged", "the source is damaged: only "),
+    "data all noise": ("garbled", "ffmpeg could not decode the source (exit status 1): "),
     "random bytes": ("random_bytes", "not a media file ffprobe can read"),
     "text renamed .mp4": ("text_file", "not a media file ffprobe can read"),
     "image renamed .mp4": ("still_image", "is an image"),
@@ -201,6 +202,45 @@ def test_a_missing_source_or_asset_is_a_permanent_error(media: service.Media) ->
     add_asset(media, media_files().clip("small"), kind="image", asset_id=2)
     with pytest.raises(AssetError, match="is an image, not a video"):
         service.process_video(media, asset_id=2)
+    assert asset_row(media, 2).status == "failed"
+    assert asset_row(media, 2).error == "AssetError: media asset 2 is an image, not a video"
+
+
+def test_a_video_job_sent_for_a_ready_image_leaves_the_image_ready(media: service.Media) -> None:
+    # Given an image already processed
+    add_asset(media, media_files().clip("small"), kind="image")
+    with Session(media.engine) as session:
+        session.get_one(MediaAsset, 1).status = "ready"
+        session.commit()
+    # When a video job names it by mistake, Then the job fails, and the image's outputs still stand
+    with pytest.raises(AssetError):
+        service.process_video(media, asset_id=1)
+    assert (asset_row(media).status, asset_row(media).error) == ("ready", None)
+
+
+def test_ffmpeg_failing_for_the_worker_s_sake_is_retried_and_the_asset_waits(
+    media: service.Media, temp_dir: Path
+) -> None:
+    # Given a good upload, and a worker whose ffmpeg refuses the configured preset (as a build
+    # without it would: the setting's validation is bypassed to get there)
+    add_asset(media, media_files().clip("small"))
+    broken = service.Media(
+        media.engine, media.storage, media.settings.model_copy(update={"ffmpeg_preset": "bogus"})
+    )
+    # When an attempt that will be retried runs, Then ffmpeg's failure is transient
+    with pytest.raises(FFmpegFailedError, match="invalid preset 'bogus'"):
+        service.process_video(broken, asset_id=1, thumbnails=1, last_attempt=False)
+    # And the asset is still processing, saying why the attempt failed, with nothing stored or left
+    asset = asset_row(media)
+    assert asset.status == "processing" and "Error setting preset" in (asset.error or "")
+    assert media.storage.list("media/1/") == [] and list(temp_dir.iterdir()) == []
+    # When the retry runs on a sound worker, Then the video is ready
+    service.process_video(media, asset_id=1, thumbnails=1)
+    assert (asset_row(media).status, asset_row(media).error) == ("ready", None)
+    # And had the failing attempt been the last, the asset would have been marked failed
+    with pytest.raises(FFmpegFailedError):
+        service.process_video(broken, asset_id=1, thumbnails=1, last_attempt=True)
+    assert asset_row(media).status == "failed"
 
 
 def test_processing_again_replaces_the_outputs_without_duplicates(media: service.Media) -> None:
@@ -225,13 +265,29 @@ def test_a_cancelled_job_stops_ffmpeg_and_stores_nothing(media: service.Media, t
         media.engine, media.storage, Settings(ffmpeg_preset="veryslow", media_temp_dir=str(temp_dir))
     )
     add_asset(media, media_files().clip("hd"))
+    # ffmpeg reads the source in place: its path is in ffmpeg's command line (and no other's)
+    source = str(stored(media, "uploads/1.mp4"))
     # When the job is cancelled while ffmpeg runs
     with pytest.raises(ProcessingCancelledError):
-        service.process_video(slow, asset_id=1, should_cancel=lambda: True)
-    # Then ffmpeg is gone, nothing was stored, nothing is left behind, and the asset says why
-    assert ffmpeg_processes_matching(str(temp_dir)) == []
+        service.process_video(slow, asset_id=1, should_cancel=lambda: bool(ffmpeg_processes_matching(source)))
+    # Then no ffmpeg reads the source any more, nothing was stored, nothing is left behind, and
+    # the asset says why
+    assert ffmpeg_processes_matching(source) == []
     assert media.storage.list("media/1/") == [] and list(temp_dir.iterdir()) == []
     assert "cancelled" in (asset_row(media).error or "")
+
+
+def test_a_job_cancelled_while_ffmpeg_finishes_uploads_nothing(media: service.Media, temp_dir: Path) -> None:
+    # Given a quick transcode, cancelled once ffmpeg has written everything
+    add_asset(media, media_files().clip("small"))
+    progress: list[float] = []
+    # When it runs, Then it stops before the upload
+    with pytest.raises(ProcessingCancelledError):
+        service.process_video(
+            media, asset_id=1, progress=progress.append, should_cancel=lambda: max(progress) >= 90
+        )
+    assert media.storage.list("media/1/") == [] and list(temp_dir.iterdir()) == []
+    assert asset_row(media).status == "failed" and "cancelled" in (asset_row(media).error or "")
 
 
 def test_a_video_in_s3_is_processed_into_s3(engine: Engine, temp_dir: Path) -> None:

@@ -7,6 +7,10 @@ look for leftover processes with ``pgrep -f``.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -102,3 +106,30 @@ def test_a_failing_run_returns_its_status_and_error_output(tmp_path: Path) -> No
 def test_a_missing_program_is_a_transient_error_saying_so() -> None:
     with pytest.raises(FFmpegFailedError, match="cannot run /nonexistent/ffmpeg"):
         runner.run(["/nonexistent/ffmpeg", "-version"], timeout=5)
+
+
+#: A worker in miniature: runs ffmpeg through the runner, as an actor's thread does.
+WORKER = """
+import sys
+from actors.media import runner
+runner.run(sys.argv[1:], timeout=120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_ffmpeg_dies_with_a_worker_killed_outright(tmp_path: Path) -> None:
+    # Given a worker process running ffmpeg (in ffmpeg's own session, out of the worker's group)
+    args, marker = slow_ffmpeg(tmp_path, 60)
+    root = Path(__file__).resolve().parents[2]
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, *args], cwd=root)
+    try:
+        wait_for(lambda: ffmpeg_processes_matching(marker))
+        # When the worker is killed with no chance to clean up (SIGKILL, the OOM killer)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+        # Then its ffmpeg does not carry on for nobody
+        wait_for(lambda: ffmpeg_processes_matching(marker) == [], timeout=5)
+    finally:
+        worker.kill()
+        for line in ffmpeg_processes_matching(marker):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
