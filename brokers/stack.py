@@ -14,7 +14,6 @@ from typing import Any
 import dramatiq
 import dramatiq.broker
 from dramatiq.middleware import (
-    AgeLimit,
     Callbacks,
     CurrentMessage,
     Middleware,
@@ -30,6 +29,7 @@ from brokers.topology import DOMAIN_QUEUES
 from contracts.errors import ContractError, PermanentError, UnknownActorError
 from contracts.priorities import MAX_PRIORITY
 from contracts.registry import ActorContract, get_contract
+from middleware.age_limits import AgeLimit
 from middleware.breaker_storage import BreakerRegistry
 from middleware.cancellations import Cancellations
 from middleware.circuit_breakers import CircuitBreakers
@@ -84,7 +84,8 @@ def build_middleware(settings: Settings) -> list[Middleware]:
       is dead-lettered before any other middleware (or the actor) acts on it;
     - Cancellations (unless EDUJOBS_OPERATOR_POLL_SECONDS is 0) right after them: a sound message
       of a cancelled job is skipped before anything else acts on it;
-    - AgeLimit, TimeLimit, ShutdownNotifications: Dramatiq's guards around every message;
+    - AgeLimit (Dramatiq's, with reason ``age_limit``), TimeLimit, ShutdownNotifications: Dramatiq's
+      guards around every message;
     - CurrentMessage: lets actors read their message's options (idempotency key, message id);
     - JobState: records running / succeeded / failed / dead in batches; it sits before Retries so
       that, in the reversed after-chain, it sees whether Retries re-enqueued or failed the message;

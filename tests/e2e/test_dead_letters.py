@@ -109,6 +109,25 @@ def test_unknown_actor_unsigned_and_tampered_messages_are_dead_lettered(
     assert record["reason"] == "bad_signature" and record["exception_type"] == "SignatureError"
 
 
+def test_a_message_past_its_age_limit_is_dead_lettered_as_such(
+    worker: WorkerProcess, amqp_url: str, redis_key: str
+) -> None:
+    # Given a message that may wait at most 1 ms before it runs
+    old = dramatiq_message(
+        "testing.record", "maintenance", {"value": "stale"}, key=KEY, options={"max_age": 1}
+    )
+    publish(amqp_url, "maintenance", old)
+    # When a fresh message follows it
+    send(amqp_url, "testing.record", {"value": "fresh"})
+    # Then the stale one is dead-lettered with reason age_limit, without running
+    [dead] = take(amqp_url, "maintenance.XQ", 1)
+    assert dead.headers["x-edujobs-reason"] == "age_limit"
+    assert dead.headers["x-edujobs-exception"] == "AgeLimitExceeded"
+    assert "over its max_age of 1 ms" in dead.headers["x-edujobs-error"]
+    assert dead.message()["message_id"] == old["message_id"]
+    take_until(redis_key, ["fresh"])
+
+
 def test_a_permanent_error_is_dead_lettered_at_once_with_its_record(
     worker: WorkerProcess, amqp_url: str, redis_key: str
 ) -> None:
