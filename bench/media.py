@@ -15,27 +15,36 @@ Contenders alternate order every round (A B, B A, ...) so that drift in the mach
 none; a figure is the median over rounds, and a ratio the median of per-round ratios. CPU time
 (ffmpeg children included) is reported beside wall time: it is what the work costs, whoever else
 runs on the machine.
+
+``python -m bench.media [--quick] [--rounds N] [--output PATH]`` prints a table per benchmark and
+writes the figures to ``var/bench/media.json``; it exits 0 whatever they are (they are reported,
+never asserted), 1 if ffmpeg could not run.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
-import os
 import resource
 import shlex
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from rich.console import Console
+from rich.table import Table
 from sqlalchemy.orm import Session
 
 from actors.media import service, transcode
+from bench.report import machine, write_json
 from brokers.settings import Settings
 from store.db import make_engine
 from store.models import Base, MediaAsset
@@ -46,6 +55,7 @@ logger = logging.getLogger(__name__)
 LADDER = ("720p", "480p", "360p")
 LADDER_TARGET = 1.4
 OVERHEAD_TARGET_PCT = 5.0
+DEFAULT_OUTPUT = Path("var/bench/media.json")
 
 
 @dataclass(frozen=True)
@@ -161,10 +171,18 @@ def ratios(numerators: list[Timing], denominators: list[Timing], attribute: str)
     return statistics.median(per_round)
 
 
-def run(quick: bool = False) -> dict[str, float]:
-    """Run both benchmarks; return their figures (seconds, ratios, percentages) by name."""
+@dataclass(frozen=True)
+class Results:
+    """The timings of every contender (by name, one per round) and the figures drawn from them."""
+
+    timings: dict[str, list[Timing]]
+    figures: dict[str, float]
+
+
+def run(quick: bool = False, rounds: int | None = None) -> Results:
+    """Run both benchmarks; return their timings and figures (seconds, ratios, percentages)."""
     seconds = 6 if quick else 20
-    rounds = 1 if quick else 3
+    rounds = rounds or (1 if quick else 3)
     settings = Settings(media_temp_dir=None)
     with tempfile.TemporaryDirectory(prefix="edujobs-bench-media-") as tmp:
         root = Path(tmp)
@@ -221,11 +239,110 @@ def run(quick: bool = False) -> dict[str, float]:
     }
     for name, value in figures.items():
         logger.info("%s = %.3f", name, value)
-    return figures
+    return Results(timings={**ladder, **overhead}, figures=figures)
+
+
+def _seconds(timings: list[Timing]) -> tuple[str, str, str]:
+    """Median wall, per-round walls and median CPU, as table cells."""
+    return (
+        f"{statistics.median(t.wall for t in timings):.2f}",
+        " / ".join(f"{t.wall:.2f}" for t in timings),
+        f"{statistics.median(t.cpu for t in timings):.2f}",
+    )
+
+
+def tables(results: Results) -> list[Table]:
+    """One table per benchmark: each contender's seconds, then the figure against its target."""
+    figures, timings = results.figures, results.timings
+    speedup, overhead = figures["ladder_speedup"], figures["process_video_overhead_pct"]
+    ladder = Table(
+        title=f"Rendition ladder {'/'.join(LADDER)} of a {figures['source_seconds']:.0f} s 720p clip",
+        title_justify="left",
+        caption=f"one process runs at {figures['ladder_realtime_factor']:.1f}x real time",
+        caption_justify="left",
+    )
+    end_to_end = Table(
+        title="media.process_video end to end vs the same ffmpeg command from a shell",
+        title_justify="left",
+        caption=(
+            f"within each process_video run, {figures['process_video_outside_ffmpeg_s']:.2f} s "
+            f"({figures['process_video_inrun_overhead_pct']:.1f} %) is spent outside ffmpeg"
+        ),
+        caption_justify="left",
+    )
+    rows = (
+        (ladder, ("one process", "three processes")),
+        (end_to_end, ("process_video", "shell ffmpeg")),
+    )
+    for table, names in rows:
+        for column in ("contender", "median s", "per round s", "CPU s"):
+            table.add_column(column, justify="left" if column == "contender" else "right")
+        for name in names:
+            table.add_row(name, *_seconds(timings[name]))
+        table.add_section()
+    ladder.add_row(
+        "speed-up (three / one)",
+        f"{speedup:.2f}x",
+        f"CPU {figures['ladder_speedup_cpu']:.2f}x",
+        f"target >= {LADDER_TARGET:g}x: " + ("met" if speedup >= LADDER_TARGET else "NOT met"),
+    )
+    end_to_end.add_row(
+        "overhead (process_video / shell)",
+        f"{overhead:+.1f} %",
+        f"CPU {figures['process_video_overhead_cpu_pct']:+.1f} %",
+        f"target <= {OVERHEAD_TARGET_PCT:g} %: " + ("met" if overhead <= OVERHEAD_TARGET_PCT else "NOT met"),
+    )
+    return [ladder, end_to_end]
+
+
+def document(results: Results, *, quick: bool, started: float, before: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "quick": quick,
+        "machine_before": before,
+        "machine_after": machine(),
+        "figures": results.figures,
+        "timings": {
+            name: [dataclasses.asdict(t) for t in timings] for name, timings in results.timings.items()
+        },
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.media",
+        description="The one-process rendition ladder vs three ffmpeg runs, and process_video's overhead.",
+    )
+    parser.add_argument("--quick", action="store_true", help="a 6 s clip and one round: a smoke run")
+    parser.add_argument("--rounds", type=int, help="rounds per benchmark (default 3, or 1 with --quick)")
+    parser.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON file (default {DEFAULT_OUTPUT})"
+    )
+    args = parser.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Progress (one line per measurement) goes to stderr; libraries only say when something is wrong.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("bench").setLevel(logging.INFO)
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    started, before = time.time(), machine()
+    try:
+        results = run(quick=args.quick, rounds=args.rounds)
+    except (OSError, subprocess.SubprocessError) as e:
+        console.print(f"[red]benchmark failed:[/red] {e}")
+        return 1
+    for table in tables(results):
+        console.print(table)
+    write_json(args.output, document(results, quick=args.quick, started=started, before=before))
+    console.print(f"Figures written to {args.output} ({time.time() - started:.0f} s).")
+    return 0
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    import json
-
-    print(json.dumps(run(quick=bool(os.environ.get("QUICK"))), indent=2))
+    sys.exit(main())

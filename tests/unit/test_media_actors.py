@@ -88,11 +88,11 @@ def test_an_attempt_is_the_last_once_the_actor_s_retries_are_spent(
     # Given a video message (2 retries allowed) that has already been retried this many times
     message = process_video.message_with_options(kwargs={"asset_id": 1}, retries=retries_spent)
     current = CurrentMessage()
-    current.before_process_message(stub_broker, message)
+    current.before_process_message(stub_broker, message)  # type: ignore[no-untyped-call]
     try:
         # Then a failure now is final only once no retry is left (the asset is marked failed then)
         assert is_last_attempt() is last
     finally:
-        current.after_process_message(stub_broker, message)
+        current.after_process_message(stub_broker, message)  # type: ignore[no-untyped-call]
     # And outside any message (a script calling the service), every failure is final
     assert is_last_attempt() is True
