@@ -3,7 +3,8 @@
 The job-state middleware hands over every change of the last fraction of a second at once; the
 changes of one message are merged (the last state wins, the start time of its latest attempt is
 kept) and all messages are written in one statement, so recording state costs a worker a few
-microseconds per message instead of a transaction each. A cancelled job is never overwritten.
+microseconds per message instead of a transaction each. A new attempt's progress starts from 0.
+A cancelled job is never overwritten.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, Table, func
+from sqlalchemy import Engine, Table, and_, case, func
 from sqlalchemy.dialects import postgresql, sqlite
 
 from store.models import JobRecord
@@ -99,7 +100,13 @@ def _upsert(dialect: str) -> Any:
             "actor_name": func.coalesce(func.nullif(excluded.actor_name, ""), c.actor_name),
             "queue": func.coalesce(func.nullif(excluded.queue, ""), c.queue),
             "attempts": greatest(excluded.attempts, c.attempts),
-            "progress": greatest(excluded.progress, c.progress),
+            "progress": case(
+                # A new attempt starts from 0, not at the percentage the previous attempt reached.
+                # Unless the row changed since it started: that is this attempt's progress,
+                # reported before its start was flushed.
+                (and_(excluded.state == "running", c.updated_at <= excluded.started_at), excluded.progress),
+                else_=greatest(excluded.progress, c.progress),
+            ),
             "error": excluded.error,
             "result_summary": func.coalesce(excluded.result_summary, c.result_summary),
             "enqueued_at": func.coalesce(c.enqueued_at, excluded.enqueued_at),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,6 +58,34 @@ def test_a_batch_records_each_jobs_last_state(engine: Engine) -> None:
     recorder.apply([update("m2", "running", attempts=2), update("m2", "dead", attempts=2, error="gone")])
     second = jobs.get("m2")
     assert second is not None and (second.state, second.attempts, second.error) == ("dead", 2, "gone")
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_a_retry_starts_its_progress_from_zero(dialect: str, engine: Engine, tmp_path: Path) -> None:
+    if dialect == "sqlite":
+        upgrade(f"sqlite:///{tmp_path}/jobs.db")
+        engine = make_engine(f"sqlite:///{tmp_path}/jobs.db")
+    recorder, jobs = BatchJobRecorder(engine), JobStore(engine)
+    # Given a first attempt that reached 60% and failed
+    recorder.apply([update("m5", "running", attempts=1)])
+    jobs.set_progress("m5", 60)
+    recorder.apply([update("m5", "failed", attempts=1, error="TransientError: down")])
+    # When the retry starts running
+    recorder.apply([update("m5", "running", attempts=2)])
+    # Then `jobs show` says 0%, not the first attempt's 60%
+    job = jobs.get("m5")
+    assert job is not None and (job.state, job.attempts, job.progress) == ("running", 2, 0)
+    # And the retry's own progress shows as it comes
+    jobs.set_progress("m5", 30)
+    job = jobs.get("m5")
+    assert job is not None and job.progress == 30
+    # And a retry whose start is flushed in the same batch as the failure starts from 0 too
+    jobs.set_progress("m5", 90)
+    recorder.apply([update("m5", "failed", attempts=2), update("m5", "running", attempts=3)])
+    job = jobs.get("m5")
+    assert job is not None and (job.attempts, job.progress) == (3, 0)
+    if dialect == "sqlite":
+        engine.dispose()
 
 
 def test_a_cancelled_job_is_not_overwritten(engine: Engine) -> None:
