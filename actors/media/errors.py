@@ -7,10 +7,11 @@
     └── ProcessingCancelledError the job was cancelled while it ran (the actor acks it)
     TransientError
     ├── FFmpegTimeoutError       ffmpeg outlived the job's time limit and was killed
-    └── FFmpegFailedError        ffmpeg died of a signal or ran out of disk; may pass next time
+    └── FFmpegFailedError        ffmpeg failed for the worker's sake (killed, disk full, missing
+                                 encoder, unwritable output); may pass next time
 
-An ffmpeg run that fails on data it was able to probe is an ``InvalidMediaError``: the source is
-broken in a way that retrying cannot fix.
+A failed ffmpeg run is an ``InvalidMediaError`` only when its messages show that the source (which
+passed ffprobe) cannot be demuxed or decoded: ``actors.media.failures`` decides.
 """
 
 from __future__ import annotations
@@ -35,4 +36,4 @@ class FFmpegTimeoutError(TransientError):
 
 
 class FFmpegFailedError(TransientError):
-    """Raised when ffmpeg failed for a reason outside the source (killed, disk full)."""
+    """Raised when ffmpeg failed for a reason outside the source (killed, disk full, its build)."""
