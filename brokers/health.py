@@ -21,8 +21,7 @@ def check_rabbitmq(url: str, timeout: float = 3.0) -> str | None:
     except pika.exceptions.AMQPError as e:
         return (
             f"RabbitMQ does not answer at {parameters.host}:{parameters.port} ({type(e).__name__}). "
-            "Start it with `rabbitmq-server -detached` (or `docker compose -f deploy/compose.yaml up -d "
-            "rabbitmq`), or point EDUJOBS_RABBITMQ_URL at a running server."
+            "Start it with `rabbitmq-server -detached`, or point EDUJOBS_RABBITMQ_URL at a running server."
         )
     connection.close()
     return None

@@ -8,15 +8,21 @@ naming the variable and what it expects.
 from __future__ import annotations
 
 import functools
+import re
 import socket
 from typing import Literal
 
-from pydantic import AnyUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import AnyUrl, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.errors import ConfigurationError
 
 ENV_PREFIX = "EDUJOBS_"
+
+#: The signing key when EDUJOBS_SIGNING_KEY is unset: public, so refused in production.
+DEVELOPMENT_SIGNING_KEY = "edujobs-development-signing-key"
+
+_URL_PASSWORD = re.compile(r"(?<=://)([^/\s:@]*):[^/\s@]*@")
 
 
 class Settings(BaseSettings):
@@ -37,7 +43,8 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
     park_threshold_seconds: float = Field(default=600, gt=0, le=1500)
     park_hop_seconds: float = Field(default=600, gt=0, le=1500)
-    signing_key: SecretStr = SecretStr("edujobs-development-signing-key")
+    # validate_default: the production check must see the default too.
+    signing_key: SecretStr = Field(default=SecretStr(DEVELOPMENT_SIGNING_KEY), validate_default=True)
 
     # Storage and state
     database_url: str = "sqlite:///var/edujobs.db"
@@ -127,6 +134,22 @@ class Settings(BaseSettings):
                 raise ValueError("expected an amqp:// or amqps:// URL")
         return value
 
+    @field_validator("signing_key")
+    @classmethod
+    def _own_key_in_production(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        # Anyone can read the development key in the source: in production it would let anyone
+        # forge messages that workers accept.
+        if (
+            info.data.get("environment") == "production"
+            and value.get_secret_value() == DEVELOPMENT_SIGNING_KEY
+        ):
+            raise ValueError(
+                "the built-in development key is refused when EDUJOBS_ENVIRONMENT=production: set a "
+                "secret of your own, the same for every worker and producer (for example the output "
+                "of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return value
+
     @field_validator("schedule_timezone")
     @classmethod
     def _time_zone(cls, value: str) -> str:
@@ -201,6 +224,13 @@ def describe_settings_error(error: ValidationError) -> str:
     for item in error.errors():
         name = ENV_PREFIX + "_".join(str(part) for part in item["loc"]).upper()
         given = item.get("input")
+        if isinstance(given, str):
+            given = mask_url_password(given)
         shown = "" if isinstance(given, dict) or "key" in name.lower() else f" (got {given!r})"
         lines.append(f"  {name}: {item['msg']}{shown}")
     return "\n".join(lines)
+
+
+def mask_url_password(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (the user is kept)."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from brokers.settings import load_settings
+from brokers.settings import DEVELOPMENT_SIGNING_KEY, load_settings
 from contracts.errors import ConfigurationError
 from tests.worker import ROOT
 
@@ -51,3 +51,39 @@ def test_the_worker_refuses_to_start_with_a_bad_setting() -> None:
     )
     assert result.returncode == 2
     assert "EDUJOBS_DATABASE_URL" in result.stderr
+
+
+def test_production_refuses_the_development_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a production environment that left EDUJOBS_SIGNING_KEY unset
+    monkeypatch.setenv("EDUJOBS_ENVIRONMENT", "production")
+    monkeypatch.delenv("EDUJOBS_SIGNING_KEY", raising=False)
+    # When the settings are read, then start-up stops naming the variable to set
+    with pytest.raises(ConfigurationError, match=r"EDUJOBS_SIGNING_KEY: .*development key is refused"):
+        load_settings()
+    # And so it does when the development key is set explicitly
+    monkeypatch.setenv("EDUJOBS_SIGNING_KEY", DEVELOPMENT_SIGNING_KEY)
+    with pytest.raises(ConfigurationError, match="EDUJOBS_SIGNING_KEY"):
+        load_settings()
+    # And a key of its own is accepted
+    monkeypatch.setenv("EDUJOBS_SIGNING_KEY", "a-long-production-secret")
+    assert load_settings().signing_key.get_secret_value() == "a-long-production-secret"
+
+
+def test_development_keeps_the_built_in_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDUJOBS_ENVIRONMENT", "development")
+    monkeypatch.delenv("EDUJOBS_SIGNING_KEY", raising=False)
+    assert load_settings().signing_key.get_secret_value() == DEVELOPMENT_SIGNING_KEY
+
+
+def test_an_invalid_url_is_echoed_without_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given URLs of the wrong scheme that carry credentials
+    monkeypatch.setenv("EDUJOBS_RABBITMQ_URL", "http://admin:s3cret-pass@rabbit.internal:5672/")
+    monkeypatch.setenv("EDUJOBS_REDIS_URL", "http://:hunter2-token@redis.internal:6379/0")
+    # When the settings are read
+    with pytest.raises(ConfigurationError) as error:
+        load_settings()
+    # Then the message shows each URL, user kept, password masked
+    message = str(error.value)
+    assert "http://admin:***@rabbit.internal:5672/" in message
+    assert "http://:***@redis.internal:6379/0" in message
+    assert "s3cret-pass" not in message and "hunter2-token" not in message
