@@ -21,15 +21,21 @@ def test_defaults_need_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.dead_letter_ttl_days == 14
 
 
-def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given a RabbitMQ URL that is not AMQP and a negative timeout
-    monkeypatch.setenv("EDUJOBS_RABBITMQ_URL", "http://localhost:5672")
-    monkeypatch.setenv("EDUJOBS_SENDGRID_TIMEOUT", "-1")
-    # When the settings are read
+def settings_error(monkeypatch: pytest.MonkeyPatch, **environment: str) -> str:
+    """The message start-up stops with, in this environment."""
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
     with pytest.raises(ConfigurationError) as error:
         load_settings()
+    return str(error.value)
+
+
+def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a RabbitMQ URL that is not AMQP and a negative timeout, when the settings are read
+    message = settings_error(
+        monkeypatch, EDUJOBS_RABBITMQ_URL="http://localhost:5672", EDUJOBS_SENDGRID_TIMEOUT="-1"
+    )
     # Then each bad variable is named with what it expects
-    message = str(error.value)
     assert "EDUJOBS_RABBITMQ_URL: Value error, expected an amqp:// or amqps:// URL" in message
     assert "EDUJOBS_SENDGRID_TIMEOUT" in message
 
@@ -76,14 +82,13 @@ def test_development_keeps_the_built_in_signing_key(monkeypatch: pytest.MonkeyPa
 
 
 def test_an_invalid_url_is_echoed_without_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given URLs of the wrong scheme that carry credentials
-    monkeypatch.setenv("EDUJOBS_RABBITMQ_URL", "http://admin:s3cret-pass@rabbit.internal:5672/")
-    monkeypatch.setenv("EDUJOBS_REDIS_URL", "http://:hunter2-token@redis.internal:6379/0")
-    # When the settings are read
-    with pytest.raises(ConfigurationError) as error:
-        load_settings()
+    # Given URLs of the wrong scheme that carry credentials, when the settings are read
+    message = settings_error(
+        monkeypatch,
+        EDUJOBS_RABBITMQ_URL="http://admin:s3cret-pass@rabbit.internal:5672/",
+        EDUJOBS_REDIS_URL="http://:hunter2-token@redis.internal:6379/0",
+    )
     # Then the message shows each URL, user kept, password masked
-    message = str(error.value)
     assert "http://admin:***@rabbit.internal:5672/" in message
     assert "http://:***@redis.internal:6379/0" in message
     assert "s3cret-pass" not in message and "hunter2-token" not in message
