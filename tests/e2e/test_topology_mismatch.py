@@ -8,12 +8,19 @@ import pytest
 from tests.worker import WorkerProcess
 
 
+@pytest.mark.parametrize(
+    ("queue", "arguments"),
+    [
+        ("notifications", {"x-max-priority": 3}),  # another max priority
+        ("notifications.XQ", {"x-message-ttl": 86_400_000}),  # another dead-letter retention
+    ],
+)
 def test_the_worker_exits_at_boot_naming_the_mismatched_queue(
-    edujobs_env: dict[str, str], amqp_url: str
+    edujobs_env: dict[str, str], amqp_url: str, queue: str, arguments: dict[str, int]
 ) -> None:
-    # Given the notifications queue created earlier with another max priority
+    # Given a queue created earlier with other arguments than edujobs declares
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    connection.channel().queue_declare("notifications", durable=True, arguments={"x-max-priority": 3})
+    connection.channel().queue_declare(queue, durable=True, arguments=arguments)
     connection.close()
     # When a worker starts
     worker = WorkerProcess(edujobs_env)
@@ -22,4 +29,4 @@ def test_the_worker_exits_at_boot_naming_the_mismatched_queue(
     # Then it has exited (no crash loop) and says which queue and what to do
     assert worker.stop() != 0
     output = worker.output()
-    assert "queue 'notifications' exists in RabbitMQ with other arguments" in output
+    assert f"queue '{queue}' exists in RabbitMQ with other arguments" in output

@@ -50,3 +50,19 @@ def test_a_queue_declared_otherwise_is_a_clear_topology_error(amqp_url: str) -> 
     with pytest.raises(TopologyError, match=r"queue 'media' exists in RabbitMQ with other arguments"):
         broker.declare_topology(("media",))
     broker.close()
+
+
+def test_a_dead_letter_queue_with_another_retention_is_a_clear_topology_error(amqp_url: str) -> None:
+    # Given "media.XQ" created earlier keeping dead letters 1 day, while edujobs now keeps them 14
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    connection.channel().queue_declare("media.XQ", durable=True, arguments={"x-message-ttl": 86_400_000})
+    connection.close()
+    broker = build_broker(Settings(rabbitmq_url=amqp_url, dead_letter_ttl_days=14))
+    # When edujobs declares its topology, then it fails at once, naming the queue and the argument
+    with pytest.raises(TopologyError, match=r"queue 'media\.XQ' exists .*x-message-ttl") as error:
+        broker.declare_topology(("media",))
+    assert "drain the queue and delete it" in str(error.value)
+    broker.close()
+    # And the queue is as it was: nothing was deleted or redeclared behind the operator's back
+    queues = {q["name"]: q for q in management_get(f"/api/queues/{vhost_of(amqp_url)}")}
+    assert queues["media.XQ"]["arguments"] == {"x-message-ttl": 86_400_000}
