@@ -12,14 +12,17 @@ SQLAlchemy job store) with the usual cron meaning:
   ``@yearly``;
 - when both day-of-month and day-of-week are restricted, a day matching either fires (as in Vixie cron);
 - a local time that does not exist (clocks go forward) fires at the first instant after the gap, once;
-- a local time that exists twice (clocks go back) fires at its first occurrence only.
+- a local time that exists twice (clocks go back) fires at its first occurrence only, unless the hour
+  field is ``*``: then at both (as Vixie cron and cronie do), so an hourly job does not lose the
+  repeated hour while a daily 02:00 job still fires once. The second occurrence carries a fixed UTC
+  offset (``+01:00``), since an aware ``ZoneInfo`` time compares by wall clock, ignoring ``fold``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.base import BaseTrigger
@@ -105,6 +108,7 @@ class Cron:
     weekdays: frozenset[int]  # 0 = Sunday ... 6 = Saturday
     any_day: bool
     any_weekday: bool
+    any_hour: bool
 
     @classmethod
     def parse(cls, expression: str) -> Cron:
@@ -126,6 +130,7 @@ class Cron:
             weekdays=frozenset(d % 7 for d in weekdays),
             any_day=day == "*",
             any_weekday=weekday == "*",
+            any_hour=hour == "*",
         )
 
     def day_matches(self, day: date) -> bool:
@@ -160,14 +165,31 @@ class Cron:
         day = cursor.date()
         limit = day + timedelta(days=366 * SEARCH_YEARS)
         start = cursor
+        after_utc = after.astimezone(UTC)
         while day <= limit:
-            for wall in self.local_times(start):
-                instant = resolve(wall, tz)
-                if instant > after:
-                    return instant
+            # By instant, not in wall order: the second pass through a repeated hour comes after
+            # the first one's later minutes.
+            found = [
+                instant
+                for wall in self.local_times(start)
+                for instant in self._instants(wall, tz)
+                if instant.astimezone(UTC) > after_utc
+            ]
+            if found:
+                return min(found, key=lambda instant: instant.astimezone(UTC))
             day += timedelta(days=1)
             start = datetime.combine(day, time(0, 0))
         raise CronError(f"cron expression {self.expression!r} never fires")
+
+    def _instants(self, wall: datetime, tz: tzinfo) -> list[datetime]:
+        first = resolve(wall, tz)
+        if not self.any_hour or first.replace(tzinfo=None) != wall:
+            return [first]
+        second = wall.replace(tzinfo=tz, fold=1)
+        offset = second.utcoffset()
+        if offset is None or offset == first.utcoffset():
+            return [first]
+        return [first, wall.replace(tzinfo=timezone(offset))]
 
 
 def resolve(wall: datetime, tz: tzinfo) -> datetime:
