@@ -16,17 +16,23 @@ its next run time and its arguments survive restarts. APScheduler's own schedule
   each one skipped is recorded with why;
 - **a controllable clock**: ``tick(now)`` takes the time, so tests run a year of fires in seconds.
 
-A fire whose sending failed (RabbitMQ down) is retried every tick for a day, with the same message id.
-Each fire is recorded (``schedule_fires``), reported to Sentry Crons (a check-in per static schedule,
-so a missed run alerts) and to Prometheus (``edujobs_schedule_last_enqueued_timestamp_seconds``;
-the workers' ``edujobs_schedule_last_success_timestamp_seconds`` says when the job then succeeded).
+A fire whose sending failed (RabbitMQ down) is retried with the same message id, backing off from
+2 s to a minute between attempts, for as long as its misfire policy allows (a ``skip`` schedule's
+grace, a ``catch_up`` schedule's day); then it is given up and recorded as skipped. A tick publishes
+for at most ``publish_seconds`` (a third of the lease), so a slow RabbitMQ cannot outlast the lease;
+what is left waits for the next tick. Every fire, enqueued, failed or skipped, is recorded
+(``schedule_fires``) and handed to ``on_fire`` (``schedules.service.report``: Sentry Crons and
+Prometheus); ``on_last_enqueued`` gets the recorded last enqueue of each schedule at start-up and on
+taking the lead, so the gauge of the last fire survives restarts and failovers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,8 +55,11 @@ logger = logging.getLogger(__name__)
 
 FIRE_FUNCTION = "schedules.fire:enqueue"
 LEASE_NAME = "scheduler"
-#: A fire older than this is not retried any more (its failure stays recorded).
+#: A failed fire of a ``catch_up`` schedule is retried for this long; a ``skip`` one within its grace.
 RETRY_HORIZON = timedelta(days=1)
+#: The wait after a failed send, doubled after each failure up to the maximum.
+RETRY_BACKOFF = timedelta(seconds=2)
+RETRY_MAX_BACKOFF = timedelta(minutes=1)
 #: A claimed fire not enqueued after this long belonged to a scheduler that died while sending.
 STALE_CLAIM = timedelta(seconds=60)
 #: At most this many missed fire times are looked at per schedule (a per-minute schedule down for a week).
@@ -72,9 +81,14 @@ class Fire:
 
     schedule: str
     fire_time: datetime
-    status: str  # enqueued | skipped | failed
+    #: enqueued | failed | skipped (by the misfire policy, or given up) | duplicate (another
+    #: scheduler claimed it first and sends it: two leaders for a moment)
+    status: str
     message_id: str | None = None
     note: str | None = None
+    #: Whether monitoring should raise it: a fire skipped for being too late. Of the fires one tick
+    #: skips for a schedule only the latest alerts (a week down must not make 10,000 alerts).
+    alert: bool = False
 
 
 def fire_key(schedule: str, fire_time: datetime) -> str:
@@ -183,7 +197,10 @@ class Scheduler:
         default_timezone: str,
         holder: str,
         lease_seconds: float = 15.0,
+        publish_seconds: float | None = None,
         on_fire: Callable[[Fire, Job], None] | None = None,
+        on_last_enqueued: Callable[[Mapping[str, datetime]], None] | None = None,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.send = send
@@ -191,9 +208,16 @@ class Scheduler:
         self.default_timezone = default_timezone
         self.holder = holder
         self.lease_seconds = lease_seconds
+        # A tick that publishes past this leaves the rest for the next one, well inside the lease.
+        self.publish_seconds = lease_seconds / 3 if publish_seconds is None else publish_seconds
         self.on_fire = on_fire
+        self.on_last_enqueued = on_last_enqueued
+        self.timer = timer
         self.store = job_store(engine)
         self.leading = False
+        # Failed fires: (schedule, fire time) -> (failures, not before). In memory: a new leader
+        # tries each once at once, then backs off in turn.
+        self._backoff: dict[tuple[str, datetime], tuple[int, datetime]] = {}
 
     # -- start-up ---------------------------------------------------------------------------------
 
@@ -250,8 +274,59 @@ class Scheduler:
                 self.store.update_job(job)
 
     def start(self, now: datetime | None = None) -> None:
+        now = now or datetime.now(UTC)
         self.validate()
-        self.sync_crontab(now or datetime.now(UTC))
+        self.sync_crontab(now)
+        self.pause_invalid(now)
+        self._report_last_enqueued()
+
+    def pause_invalid(self, now: datetime) -> list[str]:
+        """Pause every stored run-time schedule that no longer checks out (its actor was removed, its
+        arguments no longer fit): log why, loudly, and drop its pending retries, rather than failing
+        it on every tick. It stays listed without next runs until replaced or removed."""
+        paused = []
+        for job in self.store.get_all_jobs():
+            if not job.id.startswith("dynamic:") or job.next_run_time is None:
+                continue
+            kwargs = job.kwargs
+            misfire = "catch_up" if job.misfire_grace_time is None else "skip"
+            try:
+                check_schedule(
+                    job.name,
+                    kwargs["actor"],
+                    kwargs["payload"],
+                    kwargs["priority"],
+                    misfire,
+                    kwargs["timezone"],
+                )
+            except ScheduleError as e:
+                logger.error(
+                    "Run-time schedule %s is paused: %s. Replace it (edujobs schedules add --replace) "
+                    "or remove it.",
+                    job.name,
+                    e,
+                )
+                job.next_run_time = None
+                self.store.update_job(job)
+                with self.engine.begin() as connection:
+                    connection.execute(
+                        update(_fires)
+                        .where(_fires.c.schedule == job.name, _fires.c.status.in_(("failed", "claimed")))
+                        .values(status="skipped", note=f"schedule paused: {e}"[:2000])
+                    )
+                paused.append(job.name)
+        return paused
+
+    def _report_last_enqueued(self) -> None:
+        if self.on_last_enqueued is None:
+            return
+        names = [entry.name for entry in self.crontab] + [
+            job.name for job in self.store.get_all_jobs() if job.id.startswith("dynamic:")
+        ]
+        try:
+            self.on_last_enqueued(last_enqueued(self.engine, names))
+        except Exception:
+            logger.warning("Reporting the last fires from the record failed.", exc_info=True)
 
     # -- leadership -------------------------------------------------------------------------------
 
@@ -280,6 +355,8 @@ class Scheduler:
                 leading = True
         if leading and not self.leading:
             logger.info("Scheduler %s leads (lease of %.0f s).", self.holder, self.lease_seconds)
+            # The last leader's fires since our start-up are in the record, not in our gauges.
+            self._report_last_enqueued()
         elif not leading and self.leading:
             logger.warning("Scheduler %s lost the lead.", self.holder)
         self.leading = leading
@@ -302,9 +379,20 @@ class Scheduler:
         now = now or datetime.now(UTC)
         if not self.lead(now):
             return []
-        fires = self._retry_failed(now)
-        for job in self.store.get_due_jobs(now):
+        deadline = self.timer() + self.publish_seconds
+        fires: list[Fire] = []
+        # Fires due now before retries of failed ones: a RabbitMQ outage must not delay on-time fires.
+        due = self.store.get_due_jobs(now)
+        for index, job in enumerate(due):
+            if self.timer() >= deadline:
+                logger.warning(
+                    "Scheduler tick out of publishing time (%.1f s): %d due schedules wait for the next.",
+                    self.publish_seconds,
+                    len(due) - index,
+                )
+                return fires
             fires.extend(self._run(job, now))
+        fires.extend(self._retry_failed(now, deadline))
         return fires
 
     def _run(self, job: Job, now: datetime) -> list[Fire]:
@@ -315,21 +403,31 @@ class Scheduler:
         on_time = [t for t in run_times if grace is None or (now - t).total_seconds() <= grace]
         fires: list[Fire] = []
         chosen = on_time[-1] if on_time else None
+        latest_late = None
         for fire_time in run_times:
             if fire_time == chosen:
                 continue
             if grace is not None and fire_time not in on_time:
                 late = (now - fire_time).total_seconds()
                 note = f"missed by {late:.0f} s, over the {grace} s grace (misfire policy: skip)"
+                latest_late = len(fires)
             else:
+                # Not an alert: the policy runs the job once for these (Sentry saw the gap itself).
                 note = f"coalesced into the run for {chosen.isoformat() if chosen else 'none'}"
             fires.append(self._skip(job, fire_time, now, note))
+        if latest_late is not None:  # one alert for the fires this tick dropped (all are counted)
+            fires[latest_late] = dataclasses.replace(fires[latest_late], alert=True)
+        for fire in fires:
+            self._report(fire, job)
         if chosen is not None:
             fires.append(self._fire(job, chosen, now))
         next_run = job.trigger.get_next_fire_time(run_times[-1], now)
-        if next_run is None:
-            self.store.remove_job(job.id)
-            logger.info("Schedule %s has no more fire times: removed.", job.name)
+        if next_run is None and fires and fires[-1].status == "failed":
+            # A one-off whose fire failed stays (without next runs) for its retries to find it.
+            job.next_run_time = None
+            self.store.update_job(job)
+        elif next_run is None:
+            self._remove_finished(job)
         else:
             job.next_run_time = next_run
             self.store.update_job(job)
@@ -360,10 +458,26 @@ class Scheduler:
     def _fire(self, job: Job, fire_time: datetime, now: datetime) -> Fire:
         if not self._claim(job, fire_time, now, "claimed", None):
             # Another scheduler claimed it (two leaders for a moment): it sends it, not us.
-            return Fire(job.name, fire_time, "skipped", note="claimed by another scheduler")
-        return self._send(job.name, dict(job.kwargs), fire_time, job)
+            logger.warning(
+                "Schedule %s: fire of %s already claimed by another scheduler.",
+                job.name,
+                fire_time.isoformat(),
+            )
+            fire = Fire(job.name, fire_time, "duplicate", note="claimed by another scheduler")
+            self._report(fire, job)
+            return fire
+        return self._send(job, fire_time, now)
 
-    def _send(self, name: str, kwargs: dict[str, Any], fire_time: datetime, job: Job | None) -> Fire:
+    def _report(self, fire: Fire, job: Job) -> None:
+        if self.on_fire is None:
+            return
+        try:
+            self.on_fire(fire, job)
+        except Exception:
+            logger.warning("Reporting the fire of %s failed.", fire.schedule, exc_info=True)
+
+    def _send(self, job: Job, fire_time: datetime, now: datetime) -> Fire:
+        name, kwargs = job.name, job.kwargs
         key = fire_key(name, fire_time)
         where = and_(_fires.c.schedule == name, _fires.c.fire_time == fire_time.astimezone(UTC))
         try:
@@ -374,11 +488,20 @@ class Scheduler:
             note = f"{type(e).__name__}: {e}"[:2000]
             with self.engine.begin() as connection:
                 connection.execute(update(_fires).where(where).values(status="failed", note=note))
+            failures = self._backoff.get((name, fire_time), (0, now))[0] + 1
+            wait = min(RETRY_MAX_BACKOFF, RETRY_BACKOFF * 2 ** (failures - 1))
+            self._backoff[(name, fire_time)] = (failures, now + wait)
             logger.error(
-                "Schedule %s: could not enqueue the fire of %s: %s", name, fire_time.isoformat(), note
+                "Schedule %s: could not enqueue the fire of %s (attempt %d, next in %.0f s): %s",
+                name,
+                fire_time.isoformat(),
+                failures,
+                wait.total_seconds(),
+                note,
             )
             fire = Fire(name, fire_time, "failed", note=note)
         else:
+            self._backoff.pop((name, fire_time), None)
             with self.engine.begin() as connection:
                 connection.execute(
                     update(_fires)
@@ -395,32 +518,70 @@ class Scheduler:
                 message_id,
             )
             fire = Fire(name, fire_time, "enqueued", message_id=message_id)
-        if self.on_fire is not None and job is not None:
-            try:
-                self.on_fire(fire, job)
-            except Exception:
-                logger.warning("Reporting the fire of %s failed.", name, exc_info=True)
+        self._report(fire, job)
         return fire
 
-    def _retry_failed(self, now: datetime) -> list[Fire]:
-        """Send again the fires whose sending failed, or whose sender died before recording it."""
-        statement = select(ScheduleFire).where(
-            ScheduleFire.fire_time > now - RETRY_HORIZON,
-            or_(
-                ScheduleFire.status == "failed",
-                and_(ScheduleFire.status == "claimed", ScheduleFire.claimed_at < now - STALE_CLAIM),
-            ),
+    def _retry_failed(self, now: datetime, deadline: float) -> list[Fire]:
+        """Send again the fires whose sending failed, or whose sender died before recording it, while
+        their misfire policy allows; give up (record them skipped) after that."""
+        statement = (
+            select(ScheduleFire)
+            .where(
+                # A day more than the horizon, so that fires past it are given up rather than forgotten.
+                ScheduleFire.fire_time > now - 2 * RETRY_HORIZON,
+                or_(
+                    ScheduleFire.status == "failed",
+                    and_(ScheduleFire.status == "claimed", ScheduleFire.claimed_at < now - STALE_CLAIM),
+                ),
+            )
+            .order_by(ScheduleFire.fire_time)
         )
         with Session(self.engine) as session:
             pending = [(f.schedule, f.fire_time, f.actor_name) for f in session.scalars(statement)]
         fires = []
         for name, fire_time, actor in pending:
             job = self._lookup(crontab_job_id(name)) or self._lookup(dynamic_job_id(name))
-            kwargs = dict(job.kwargs) if job is not None else None
-            if kwargs is None or kwargs["actor"] != actor:
+            if job is None or job.kwargs["actor"] != actor:
                 continue  # the schedule was removed or changed since: nothing to re-send
-            fires.append(self._send(name, kwargs, fire_time, job))
+            grace = job.misfire_grace_time
+            horizon = RETRY_HORIZON if grace is None else min(RETRY_HORIZON, timedelta(seconds=grace))
+            if now - fire_time > horizon:
+                fires.append(self._give_up(job, fire_time, horizon))
+                continue
+            not_before = self._backoff.get((name, fire_time), (0, now))[1]
+            if now < not_before:
+                continue
+            if self.timer() >= deadline:
+                break  # the rest next tick
+            fires.append(self._send(job, fire_time, now))
+            if fires[-1].status == "enqueued" and job.next_run_time is None:
+                self._remove_finished(job)
         return fires
+
+    def _remove_finished(self, job: Job) -> None:
+        if isinstance(job.trigger, DateTrigger):
+            self.store.remove_job(job.id)
+            logger.info("Schedule %s has no more fire times: removed.", job.name)
+
+    def _give_up(self, job: Job, fire_time: datetime, horizon: timedelta) -> Fire:
+        self._backoff.pop((job.name, fire_time), None)
+        policy = "catch_up" if job.misfire_grace_time is None else "skip"
+        note = (
+            f"not enqueued within {horizon.total_seconds():.0f} s of its time (misfire policy: {policy}): "
+            "given up"
+        )
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(_fires)
+                .where(_fires.c.schedule == job.name, _fires.c.fire_time == fire_time.astimezone(UTC))
+                .values(status="skipped", note=func.concat(note, "; last error: ", _fires.c.note))
+            )
+        logger.error("Schedule %s: fire of %s %s.", job.name, fire_time.isoformat(), note)
+        fire = Fire(job.name, fire_time, "skipped", note=note, alert=True)
+        self._report(fire, job)
+        if job.next_run_time is None:
+            self._remove_finished(job)
+        return fire
 
     def _lookup(self, job_id: str) -> Job | None:
         try:
@@ -460,7 +621,7 @@ def add_schedule(
     *,
     at: datetime | None = None,
     cron: str | None = None,
-    timezone: str = "UTC",
+    timezone: str | None = None,
     priority: str | None = None,
     misfire: str = "catch_up",
     grace_seconds: int = 600,
@@ -468,8 +629,13 @@ def add_schedule(
     now: datetime | None = None,
 ) -> Job:
     """Store a schedule created at run time: one-off ``at`` (naive = wall time in ``timezone``) or
-    recurring ``cron``. The running scheduler picks it up at its next tick; it survives restarts."""
+    recurring ``cron``; ``timezone`` defaults to the district's (``EDUJOBS_SCHEDULE_TIMEZONE``), as in
+    the CLI and the API. The running scheduler picks it up at its next tick; it survives restarts."""
     now = now or datetime.now(UTC)
+    if timezone is None:
+        from brokers.settings import get_settings
+
+        timezone = get_settings().schedule_timezone
     check_schedule(name, actor, payload, priority, misfire, timezone)
     if (at is None) == (cron is None):
         raise ScheduleError(
@@ -549,6 +715,17 @@ def last_fires(engine: Engine, names: Iterable[str]) -> dict[str, ScheduleFire]:
         return {fire.schedule: fire for fire in session.scalars(statement)}
 
 
+def last_enqueued(engine: Engine, names: Iterable[str]) -> dict[str, datetime]:
+    """When the latest enqueued fire of each schedule was enqueued, from the record."""
+    statement = (
+        select(ScheduleFire.schedule, func.max(ScheduleFire.enqueued_at))
+        .where(ScheduleFire.schedule.in_(list(names)), ScheduleFire.status == "enqueued")
+        .group_by(ScheduleFire.schedule)
+    )
+    with engine.connect() as connection:
+        return {name: at for name, at in connection.execute(statement) if at is not None}
+
+
 def list_schedules(
     engine: Engine,
     crontab: Sequence[Schedule],
@@ -578,7 +755,7 @@ def list_schedules(
         if not job_id.startswith("dynamic:"):
             continue
         trigger = job.trigger
-        timezone = str(job.kwargs.get("timezone") or "UTC")
+        timezone = str(job.kwargs.get("timezone") or default_timezone)
         what = trigger.expression if isinstance(trigger, CronTrigger) else "once"
         misfire = "catch_up" if job.misfire_grace_time is None else "skip"
         rows.append(
@@ -602,7 +779,8 @@ def list_schedules(
             None
             if fire is None
             else {
-                "fire_time": fire.fire_time.isoformat(),
+                # In the schedule's zone, like its next runs (the offset keeps the instant exact).
+                "fire_time": fire.fire_time.astimezone(zone(row["timezone"])).isoformat(),
                 "status": fire.status,
                 "message_id": fire.message_id,
                 "enqueued_at": fire.enqueued_at.isoformat() if fire.enqueued_at else None,

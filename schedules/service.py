@@ -1,11 +1,15 @@
 """The scheduler process (``edujobs scheduler``): configuration, reporting, signals.
 
 Reporting of each fire: the Prometheus gauge ``edujobs_schedule_last_enqueued_timestamp_seconds``
-(when the last fire of each schedule was enqueued) and counter ``edujobs_schedule_fires_total`` (by
-schedule and outcome), served on ``EDUJOBS_SCHEDULER_METRICS_PORT``; the workers' Metrics middleware
-adds ``edujobs_schedule_last_success_timestamp_seconds`` (when the job itself last succeeded). When
+(when the last fire of each schedule was enqueued; filled from the record at start-up and on taking
+the lead, so a monthly job has its series after a restart) and counter
+``edujobs_schedule_fires_total`` (by schedule and outcome: enqueued, failed, skipped, duplicate),
+served on ``EDUJOBS_SCHEDULER_METRICS_PORT``; the workers' Metrics middleware adds
+``edujobs_schedule_last_success_timestamp_seconds`` (when the job itself last succeeded). When
 ``EDUJOBS_SENTRY_DSN`` is set, a Sentry Crons check-in per fire of each recurring schedule, whose
-monitor carries the schedule's crontab and time zone, so Sentry alerts when a fire does not come.
+monitor carries the schedule's crontab and time zone, so Sentry alerts when a fire does not come:
+``ok`` when enqueued, ``error`` when sending failed or a fire was skipped for being late (once per
+tick and schedule); none for a fire coalesced into a catch-up run or sent by another scheduler.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from types import FrameType
 
 from apscheduler.job import Job
@@ -56,6 +61,8 @@ def report(fire: Fire, job: Job) -> None:
         LAST_ENQUEUED.labels(fire.schedule).set_to_current_time()
     if not isinstance(job.trigger, CronTrigger):
         return
+    if fire.status == "duplicate" or (fire.status == "skipped" and not fire.alert):
+        return
     import sentry_sdk
     from sentry_sdk.crons import capture_checkin
     from sentry_sdk.crons.consts import MonitorStatus
@@ -75,6 +82,12 @@ def report(fire: Fire, job: Job) -> None:
     )
 
 
+def report_last_enqueued(last: Mapping[str, datetime]) -> None:
+    """Set the gauge of each schedule's last enqueue from the record (a restart, a new leader)."""
+    for schedule, enqueued_at in last.items():
+        LAST_ENQUEUED.labels(schedule).set(enqueued_at.timestamp())
+
+
 def build(
     settings: Settings, crontab: Sequence[Schedule] | None = None, holder: str | None = None
 ) -> Scheduler:
@@ -89,6 +102,7 @@ def build(
         holder=holder or f"{socket.gethostname()}:{os.getpid()}",
         lease_seconds=settings.scheduler_lease_seconds,
         on_fire=report,
+        on_last_enqueued=report_last_enqueued,
     )
 
 

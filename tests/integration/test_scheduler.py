@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from schedules.crontab import Schedule
 from schedules.scheduler import (
     ScheduleError,
     Scheduler,
+    Send,
     add_schedule,
     fire_key,
     list_schedules,
@@ -63,9 +65,17 @@ class Outbox:
         return f"m-{len(self.sent)}"
 
 
-def scheduler(engine: Engine, outbox: Outbox, *schedules: Schedule, holder: str = "a") -> Scheduler:
+def scheduler(
+    engine: Engine, send: Send, *schedules: Schedule, holder: str = "a", **options: Any
+) -> Scheduler:
+    """A scheduler of ``schedules`` with a 10 s lease, sending through ``send``."""
     return Scheduler(
-        engine=engine, send=outbox, crontab=schedules, default_timezone="UTC", holder=holder, lease_seconds=10
+        engine=engine,
+        send=send,
+        crontab=schedules,
+        default_timezone="UTC",
+        holder=holder,
+        **{"lease_seconds": 10, **options},
     )
 
 
@@ -268,3 +278,122 @@ def test_a_one_off_in_the_past_or_with_both_a_date_and_a_cron_is_refused(engine:
         add_schedule(
             engine, "both", "notifications.send_weekly_digests", {}, at=datetime(2030, 1, 1), cron="0 1 * * *"
         )
+
+
+def tick_through(s: Scheduler, start: datetime, end: datetime, every: timedelta) -> None:
+    # In UTC: a step added to a Paris time moves its wall clock, which skips the repeated hour.
+    now = start.astimezone(UTC)
+    while now <= end:
+        s.tick(now)
+        now += every
+
+
+def sent_times(outbox: Outbox, name: str) -> list[str]:
+    """The fire times (UTC) of what was sent for ``name``, read from the idempotency keys."""
+    return [key.split(":", 2)[2] for *_, key in outbox.sent if key.startswith(f"schedule:{name}:")]
+
+
+def test_across_the_autumn_dst_change_and_a_month_boundary_each_job_fires_as_its_wall_clock_says(
+    engine: Engine,
+) -> None:
+    # Given daily 02:00, monthly 1st 00:00 and 04:00 and hourly jobs in Paris (clocks go back at
+    # 03:00 on 25 October 2026: 02:00-03:00 happens twice)
+    crontab = tuple(
+        Schedule(name, "notifications.send_weekly_digests", cron, timezone="Europe/Paris")
+        for name, cron in [
+            ("daily", "0 2 * * *"),
+            ("monthly-midnight", "0 0 1 * *"),
+            ("monthly", "0 4 1 * *"),
+            ("hourly", "0 * * * *"),
+        ]
+    )
+    outbox = Outbox()
+    s = scheduler(engine, outbox, *crontab)
+    s.start(now=at("2026-10-24T12:00"))
+    # When the scheduler ticks every 20 minutes from 24 October to 2 November
+    tick_through(s, at("2026-10-24T12:00"), at("2026-11-02T06:00"), timedelta(minutes=20))
+    # Then the daily job fires once a day at 02:00 local time, the first 02:00 on the day of the change
+    assert sent_times(outbox, "daily") == [
+        "2026-10-25T00:00:00Z",  # 02:00 summer time
+        "2026-10-26T01:00:00Z",  # 02:00 winter time, from here on
+        "2026-10-27T01:00:00Z",
+        "2026-10-28T01:00:00Z",
+        "2026-10-29T01:00:00Z",
+        "2026-10-30T01:00:00Z",
+        "2026-10-31T01:00:00Z",
+        "2026-11-01T01:00:00Z",
+        "2026-11-02T01:00:00Z",
+    ]
+    # And the monthly jobs once, on 1 November local time (31 October in UTC for midnight)
+    assert sent_times(outbox, "monthly-midnight") == ["2026-10-31T23:00:00Z"]
+    assert sent_times(outbox, "monthly") == ["2026-11-01T03:00:00Z"]
+    # And the hourly job every real hour, the repeated 02:00 included: no gap, no double
+    hourly = [datetime.fromisoformat(t) for t in sent_times(outbox, "hourly")]
+    assert hourly[0] == at("2026-10-24T12:00") and hourly[-1] == at("2026-11-02T06:00")
+    assert len(hourly) == 9 * 24 - 6 + 1 + 1  # the 25-hour day has one more
+    assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(hourly))
+    assert all(status == "enqueued" for *_, status in fires(engine))
+
+
+def test_a_monthly_midnight_job_fires_on_the_1st_of_march_and_of_april_across_the_spring_change(
+    engine: Engine,
+) -> None:
+    # Given the monthly job APScheduler's own trigger moves from 1 March to 1 May in Paris
+    monthly = Schedule("monthly", "notifications.send_weekly_digests", "0 0 1 * *", timezone="Europe/Paris")
+    outbox = Outbox()
+    s = scheduler(engine, outbox, monthly)
+    s.start(now=at("2026-02-27T12:00"))
+    # When the scheduler ticks every 6 hours through March (clocks go forward on 29 March)
+    tick_through(s, at("2026-02-27T12:00"), at("2026-05-01T06:00"), timedelta(hours=6))
+    # Then it fires on each 1st, at local midnight
+    assert sent_times(outbox, "monthly") == [
+        "2026-02-28T23:00:00Z",
+        "2026-03-31T22:00:00Z",
+        "2026-04-30T22:00:00Z",
+    ]
+
+
+def test_a_one_off_whose_send_failed_is_retried_and_then_removed(engine: Engine) -> None:
+    # Given a one-off at 09:00 Paris and RabbitMQ down at that moment
+    add_schedule(
+        engine,
+        "announcement",
+        "notifications.send_weekly_digests",
+        {},
+        at=datetime(2026, 12, 1, 9, 0),
+        timezone="Europe/Paris",
+        now=at("2026-11-30T12:00"),
+    )
+    outbox = Outbox()
+    s = scheduler(engine, outbox)
+    s.start(now=at("2026-12-01T08:00"))
+    outbox.failing = True
+    [failed] = s.tick(at("2026-12-01T09:00:01"))
+    assert failed.status == "failed"
+    # When RabbitMQ is back
+    outbox.failing = False
+    [retried] = s.tick(at("2026-12-01T09:00:10"))
+    # Then the one-off is sent after all, once, and then gone from the schedules
+    assert retried.status == "enqueued" and len(outbox.sent) == 1
+    assert s.tick(at("2026-12-01T09:05")) == []
+    assert list_schedules(engine, (), "UTC", now=at("2026-12-01T09:05")) == []
+
+
+def test_a_run_time_schedule_without_a_time_zone_takes_the_districts(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the district's time zone is Paris
+    monkeypatch.setenv("EDUJOBS_SCHEDULE_TIMEZONE", "Europe/Paris")
+    # When a one-off is added from Python at a wall time, without a time zone
+    job = add_schedule(
+        engine,
+        "assembly",
+        "notifications.send_weekly_digests",
+        {},
+        at=datetime(2026, 12, 1, 9, 0),
+        now=at("2026-11-30T12:00"),
+    )
+    # Then it fires at 09:00 in Paris, as the CLI and the API would have it
+    assert job.next_run_time == at("2026-12-01T09:00")
+    [row] = list_schedules(engine, (), "UTC", now=at("2026-11-30T12:00"))
+    assert (row["timezone"], row["next"]) == ("Europe/Paris", ["2026-12-01T09:00:00+01:00"])
