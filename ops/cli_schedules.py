@@ -50,17 +50,25 @@ def schedules(ctx: typer.Context, as_json: AsJson = False) -> None:
     table = Table("schedule", "actor", "when", "time zone", "misfire", "next runs", "last run")
     for row in rows:
         last = row["last_fire"]
-        last_text = "never" if last is None else f"{last['fire_time'][:16]} {last['status']}"
+        tz = row["timezone"]
+        last_text = "never" if last is None else f"{_local(last['fire_time'], tz)} {last['status']}"
         table.add_row(
             row["name"],
             row["actor"],
             row["cron"],
-            row["timezone"],
+            tz,
             row["misfire"],
-            "\n".join(t[:16].replace("T", " ") for t in row["next"]) or "none",
+            "\n".join(_local(t, tz) for t in row["next"]) or "none",
             last_text,
         )
     console.print(table)
+
+
+def _local(iso: str, timezone: str) -> str:
+    """``2026-11-29 03:00 CET``: in the schedule's zone, marked (a bare time next to others misleads)."""
+    from schedules.cron import zone
+
+    return datetime.fromisoformat(iso).astimezone(zone(timezone)).strftime("%Y-%m-%d %H:%M %Z")
 
 
 @schedules_app.command("add")
