@@ -16,26 +16,26 @@ def test_the_listing_shows_next_and_last_runs_in_the_schedules_zone_with_the_zon
     database_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given a Paris schedule that last fired at 07:00 Paris time (06:00 UTC) on Monday 23 November
+    # Given a Paris schedule that last fired at 18:30 Paris time (17:30 UTC) on Wednesday 25 November
     monkeypatch.setenv("EDUJOBS_DATABASE_URL", database_url)
     monkeypatch.setenv("EDUJOBS_SCHEDULER_CRONTAB", "tests.e2e.crontab_testing:NONE")
     add_schedule(
         engine,
-        "monday-digest",
+        "parents-evening-reminder",
         "notifications.send_weekly_digests",
         {},
-        cron="0 7 * * mon",
+        cron="30 18 * * wed",
         timezone="Europe/Paris",
         now=at("2026-11-20T10:00"),
     )
     s = scheduler(engine, Outbox())
     s.start(now=at("2026-11-20T10:00"))
-    s.tick(at("2026-11-23T07:00:05"))
+    s.tick(at("2026-11-25T18:30:05"))
     # When the operator lists the schedules (a wide terminal, so that rows do not wrap)
     monkeypatch.setenv("COLUMNS", "200")
     result = CliRunner().invoke(app, ["schedules"])
     # Then the last run and the next ones read in Paris time, each with its zone
     assert result.exit_code == 0, result.output
-    assert "2026-11-23 07:00 CET enqueued" in result.output
-    assert "2026-11-30 07:00 CET" in result.output
-    assert "06:00" not in result.output
+    assert "2026-11-25 18:30 CET enqueued" in result.output
+    assert "2026-12-02 18:30 CET" in result.output
+    assert "17:30" not in result.output
