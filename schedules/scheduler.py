@@ -1,8 +1,8 @@
 """The scheduler: enqueues each schedule's fires exactly once, on time, in the schedule's time zone.
 
 Every schedule, static (``schedules.crontab``, synced at start) or created at run time
-(``add_schedule``), is an APScheduler job in APScheduler's ``SQLAlchemyJobStore`` (table
-``apscheduler_jobs``): its trigger (``schedules.cron.CronTrigger`` or APScheduler's ``DateTrigger``),
+(``schedules.runtime.add_schedule``), is an APScheduler job (``schedules.jobs``) in APScheduler's
+``SQLAlchemyJobStore`` (table ``apscheduler_jobs``): its trigger (``schedules.cron.CronTrigger`` or APScheduler's ``DateTrigger``),
 its next run time and its arguments survive restarts. APScheduler's own scheduler loop is not used:
 ``Scheduler.tick(now)`` does its work with what it lacks (verified with APScheduler 3.11.3):
 
@@ -32,28 +32,61 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.triggers.date import DateTrigger
-from sqlalchemy import Engine, MetaData, Table, and_, func, or_, select, update
+from sqlalchemy import Engine, Table, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from contracts.errors import EdujobsError, UnknownActorError
-from contracts.registry import all_contracts, get_contract
-from schedules.cron import CronError, CronTrigger, resolve, zone
-from schedules.crontab import MISFIRE_POLICIES, NAME, Schedule
+from schedules.cron import CronError, CronTrigger
+from schedules.crontab import Schedule
+from schedules.jobs import (
+    FIRE_FUNCTION,
+    Fire,
+    ScheduleError,
+    check_schedule,
+    crontab_job_id,
+    dynamic_job_id,
+    fire_key,
+    job_store,
+    make_job,
+)
+from schedules.runtime import (
+    add_schedule,
+    last_enqueued,
+    last_fires,
+    list_schedules,
+    next_fire_times,
+    remove_schedule,
+)
 from store.models_schedules import ScheduleFire, SchedulerLease
 from store.upsert import insert_if_absent
 
+# The names the CLI, the API and tests import from here.
+__all__ = [
+    "FIRE_FUNCTION",
+    "Fire",
+    "ScheduleError",
+    "Scheduler",
+    "add_schedule",
+    "check_schedule",
+    "crontab_job_id",
+    "dynamic_job_id",
+    "fire_key",
+    "job_store",
+    "last_fires",
+    "list_schedules",
+    "make_job",
+    "next_fire_times",
+    "remove_schedule",
+]
+
 logger = logging.getLogger(__name__)
 
-FIRE_FUNCTION = "schedules.fire:enqueue"
 LEASE_NAME = "scheduler"
 #: A failed fire of a ``catch_up`` schedule is retried for this long; a ``skip`` one within its grace.
 RETRY_HORIZON = timedelta(days=1)
@@ -69,120 +102,6 @@ MAX_RUN_TIMES = 10_000
 Send = Callable[[str, dict[str, Any], str | None, str, str], str]
 _fires: Table = ScheduleFire.__table__  # type: ignore[assignment]
 _leases: Table = SchedulerLease.__table__  # type: ignore[assignment]
-
-
-class ScheduleError(EdujobsError, ValueError):
-    """Raised for an invalid schedule (unknown actor, bad payload, cron, time zone, name), saying what."""
-
-
-@dataclass(frozen=True)
-class Fire:
-    """What became of one fire time of a schedule."""
-
-    schedule: str
-    fire_time: datetime
-    #: enqueued | failed | skipped (by the misfire policy, or given up) | duplicate (another
-    #: scheduler claimed it first and sends it: two leaders for a moment)
-    status: str
-    message_id: str | None = None
-    note: str | None = None
-    #: Whether monitoring should raise it: a fire skipped for being too late. Of the fires one tick
-    #: skips for a schedule only the latest alerts (a week down must not make 10,000 alerts).
-    alert: bool = False
-
-
-def fire_key(schedule: str, fire_time: datetime) -> str:
-    """The idempotency key of one fire: the same for every attempt to send it."""
-    return f"schedule:{schedule}:{fire_time.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
-
-
-def check_schedule(
-    name: str, actor: str, payload: dict[str, Any], priority: str | None, misfire: str, timezone: str
-) -> None:
-    """Raise ``ScheduleError`` saying what is wrong with a schedule, before anything is stored."""
-    if not NAME.match(name):
-        raise ScheduleError(f"schedule name {name!r} must be lowercase letters, digits, '.', '_' or '-'")
-    try:
-        contract = get_contract(actor)
-    except UnknownActorError:
-        known = ", ".join(sorted(all_contracts()))
-        raise ScheduleError(
-            f"schedule {name!r} names the unknown actor {actor!r}; known actors: {known}"
-        ) from None
-    try:
-        contract.validate(payload)
-    except EdujobsError as e:
-        raise ScheduleError(f"schedule {name!r}: {e}") from None
-    if priority is not None and priority not in ("critical", "high", "normal", "low", "bulk"):
-        raise ScheduleError(
-            f"schedule {name!r}: priority {priority!r} is not critical, high, normal, low or bulk"
-        )
-    if misfire not in MISFIRE_POLICIES:
-        raise ScheduleError(f"schedule {name!r}: misfire policy {misfire!r} is not catch_up or skip")
-    try:
-        zone(timezone)
-    except CronError as e:
-        raise ScheduleError(f"schedule {name!r}: {e}") from None
-
-
-def job_store(engine: Engine) -> SQLAlchemyJobStore:
-    """APScheduler's job store on edujobs' database (its table comes from the migrations)."""
-    store = SQLAlchemyJobStore(engine=engine, metadata=MetaData())
-    store.start(_NO_SCHEDULER, "default")
-    return store
-
-
-class _NoScheduler:
-    """Jobs need a scheduler reference (for its time zone, to read naive times: none are given here);
-    nothing lets APScheduler run them itself."""
-
-    timezone = UTC
-
-
-_NO_SCHEDULER = _NoScheduler()
-
-
-def make_job(
-    *,
-    job_id: str,
-    name: str,
-    actor: str,
-    payload: dict[str, Any],
-    priority: str | None,
-    trigger: CronTrigger | DateTrigger,
-    misfire: str,
-    grace_seconds: int,
-    next_run_time: datetime | None,
-    timezone: str,
-) -> Job:
-    return Job(
-        _NO_SCHEDULER,
-        id=job_id,
-        func=FIRE_FUNCTION,
-        trigger=trigger,
-        executor="default",
-        args=(),
-        kwargs={
-            "schedule": name,
-            "actor": actor,
-            "payload": payload,
-            "priority": priority,
-            "timezone": timezone,
-        },
-        name=name,
-        misfire_grace_time=None if misfire == "catch_up" else grace_seconds,
-        coalesce=True,
-        max_instances=1,
-        next_run_time=next_run_time,
-    )
-
-
-def crontab_job_id(name: str) -> str:
-    return f"crontab:{name}"
-
-
-def dynamic_job_id(name: str) -> str:
-    return f"dynamic:{name}"
 
 
 class Scheduler:
@@ -608,206 +527,3 @@ class Scheduler:
                 self.release()
             except Exception:
                 logger.warning("Could not release the scheduler lease; it expires by itself.", exc_info=True)
-
-
-# -- run-time schedules -----------------------------------------------------------------------------
-
-
-def add_schedule(
-    engine: Engine,
-    name: str,
-    actor: str,
-    payload: dict[str, Any],
-    *,
-    at: datetime | None = None,
-    cron: str | None = None,
-    timezone: str | None = None,
-    priority: str | None = None,
-    misfire: str = "catch_up",
-    grace_seconds: int = 600,
-    replace: bool = False,
-    now: datetime | None = None,
-) -> Job:
-    """Store a schedule created at run time: one-off ``at`` (naive = wall time in ``timezone``) or
-    recurring ``cron``; ``timezone`` defaults to the district's (``EDUJOBS_SCHEDULE_TIMEZONE``), as in
-    the CLI and the API. The running scheduler picks it up at its next tick; it survives restarts."""
-    now = now or datetime.now(UTC)
-    if timezone is None:
-        from brokers.settings import get_settings
-
-        timezone = get_settings().schedule_timezone
-    check_schedule(name, actor, payload, priority, misfire, timezone)
-    if (at is None) == (cron is None):
-        raise ScheduleError(
-            f"schedule {name!r}: give either a date and time (at) or a cron expression, not both"
-        )
-    trigger: CronTrigger | DateTrigger
-    if cron is not None:
-        try:
-            trigger = CronTrigger(cron, timezone)
-        except CronError as e:
-            raise ScheduleError(f"schedule {name!r}: {e}") from None
-        next_run = trigger.get_next_fire_time(None, now)
-    else:
-        assert at is not None
-        when = resolve(at, zone(timezone)) if at.tzinfo is None else at
-        if when <= now:
-            raise ScheduleError(f"schedule {name!r}: {when.isoformat()} is in the past")
-        trigger = DateTrigger(run_date=when, timezone=zone(timezone))
-        next_run = when
-    store = job_store(engine)
-    job_id = dynamic_job_id(name)
-    job = make_job(
-        job_id=job_id,
-        name=name,
-        actor=actor,
-        payload=payload,
-        priority=priority,
-        trigger=trigger,
-        misfire=misfire,
-        grace_seconds=grace_seconds,
-        next_run_time=next_run,
-        timezone=timezone,
-    )
-    if store.lookup_job(job_id) is not None:
-        if not replace:
-            raise ScheduleError(f"a schedule named {name!r} exists already: remove it first, or replace it")
-        store.update_job(job)
-    else:
-        store.add_job(job)
-    return job
-
-
-def remove_schedule(engine: Engine, name: str) -> None:
-    """Remove a run-time schedule; ``ScheduleError`` if there is none by that name."""
-    try:
-        job_store(engine).remove_job(dynamic_job_id(name))
-    except JobLookupError:
-        raise ScheduleError(
-            f"no run-time schedule named {name!r} (crontab schedules change in code)"
-        ) from None
-
-
-# -- listing ----------------------------------------------------------------------------------------
-
-
-def next_fire_times(trigger: CronTrigger | DateTrigger, first: datetime | None, count: int) -> list[datetime]:
-    times: list[datetime] = []
-    current = first
-    while current is not None and len(times) < count:
-        times.append(current)
-        current = trigger.get_next_fire_time(current, current)
-    return times
-
-
-def last_fires(engine: Engine, names: Iterable[str]) -> dict[str, ScheduleFire]:
-    """The latest fire of each schedule (any status)."""
-    latest = (
-        select(ScheduleFire.schedule, func.max(ScheduleFire.fire_time).label("fire_time"))
-        .where(ScheduleFire.schedule.in_(list(names)))
-        .group_by(ScheduleFire.schedule)
-        .subquery()
-    )
-    statement = select(ScheduleFire).join(
-        latest, and_(ScheduleFire.schedule == latest.c.schedule, ScheduleFire.fire_time == latest.c.fire_time)
-    )
-    with Session(engine, expire_on_commit=False) as session:
-        return {fire.schedule: fire for fire in session.scalars(statement)}
-
-
-def last_enqueued(engine: Engine, names: Iterable[str]) -> dict[str, datetime]:
-    """When the latest enqueued fire of each schedule was enqueued, from the record."""
-    statement = (
-        select(ScheduleFire.schedule, func.max(ScheduleFire.enqueued_at))
-        .where(ScheduleFire.schedule.in_(list(names)), ScheduleFire.status == "enqueued")
-        .group_by(ScheduleFire.schedule)
-    )
-    with engine.connect() as connection:
-        return {name: at for name, at in connection.execute(statement) if at is not None}
-
-
-def list_schedules(
-    engine: Engine,
-    crontab: Sequence[Schedule],
-    default_timezone: str,
-    *,
-    now: datetime | None = None,
-    count: int = 3,
-) -> list[dict[str, Any]]:
-    """Every schedule, crontab then run-time: its next ``count`` fire times in its own time zone,
-    and its last fire."""
-    now = now or datetime.now(UTC)
-    store = job_store(engine)
-    stored = {job.id: job for job in store.get_all_jobs()}
-    rows: list[dict[str, Any]] = []
-    for entry in crontab:
-        timezone = entry.timezone or default_timezone
-        trigger = CronTrigger(entry.cron, timezone)
-        job = stored.get(crontab_job_id(entry.name))
-        first = job.next_run_time if job is not None else trigger.get_next_fire_time(None, now)
-        rows.append(
-            _row(
-                entry.name, "crontab", entry.actor, entry.cron, timezone, entry.misfire, trigger, first, count
-            )
-            | {"description": entry.description, "payload": entry.payload, "priority": entry.priority}
-        )
-    for job_id, job in sorted(stored.items()):
-        if not job_id.startswith("dynamic:"):
-            continue
-        trigger = job.trigger
-        timezone = str(job.kwargs.get("timezone") or default_timezone)
-        what = trigger.expression if isinstance(trigger, CronTrigger) else "once"
-        misfire = "catch_up" if job.misfire_grace_time is None else "skip"
-        rows.append(
-            _row(
-                job.name,
-                "run-time",
-                job.kwargs["actor"],
-                what,
-                timezone,
-                misfire,
-                trigger,
-                job.next_run_time,
-                count,
-            )
-            | {"description": "", "payload": job.kwargs["payload"], "priority": job.kwargs["priority"]}
-        )
-    last = last_fires(engine, [row["name"] for row in rows])
-    for row in rows:
-        fire = last.get(row["name"])
-        row["last_fire"] = (
-            None
-            if fire is None
-            else {
-                # In the schedule's zone, like its next runs (the offset keeps the instant exact).
-                "fire_time": fire.fire_time.astimezone(zone(row["timezone"])).isoformat(),
-                "status": fire.status,
-                "message_id": fire.message_id,
-                "enqueued_at": fire.enqueued_at.isoformat() if fire.enqueued_at else None,
-                "note": fire.note,
-            }
-        )
-    return rows
-
-
-def _row(
-    name: str,
-    kind: str,
-    actor: str,
-    when: str,
-    timezone: str,
-    misfire: str,
-    trigger: CronTrigger | DateTrigger,
-    first: datetime | None,
-    count: int,
-) -> dict[str, Any]:
-    tz = zone(timezone)
-    return {
-        "name": name,
-        "kind": kind,
-        "actor": actor,
-        "cron": when,
-        "timezone": timezone,
-        "misfire": misfire,
-        "next": [t.astimezone(tz).isoformat() for t in next_fire_times(trigger, first, count)],
-    }

@@ -1,0 +1,138 @@
+"""Schedules as APScheduler jobs: what a schedule is checked for, how it is stored, how a fire is named.
+
+Every schedule, static (the crontab) or created at run time, is an APScheduler ``Job`` in APScheduler's
+``SQLAlchemyJobStore`` (table ``apscheduler_jobs``), naming ``schedules.fire:enqueue`` and carrying the
+schedule's actor, arguments, priority and time zone; ``schedules.scheduler`` drives them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.job import Job
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.triggers.date import DateTrigger
+from sqlalchemy import Engine, MetaData
+
+from contracts.errors import EdujobsError, UnknownActorError
+from contracts.registry import all_contracts, get_contract
+from schedules.cron import CronError, CronTrigger, zone
+from schedules.crontab import MISFIRE_POLICIES, NAME
+
+FIRE_FUNCTION = "schedules.fire:enqueue"
+
+
+class ScheduleError(EdujobsError, ValueError):
+    """Raised for an invalid schedule (unknown actor, bad payload, cron, time zone, name), saying what."""
+
+
+@dataclass(frozen=True)
+class Fire:
+    """What became of one fire time of a schedule."""
+
+    schedule: str
+    fire_time: datetime
+    #: enqueued | failed | skipped (by the misfire policy, or given up) | duplicate (another
+    #: scheduler claimed it first and sends it: two leaders for a moment)
+    status: str
+    message_id: str | None = None
+    note: str | None = None
+    #: Whether monitoring should raise it: a fire skipped for being too late. Of the fires one tick
+    #: skips for a schedule only the latest alerts (a week down must not make 10,000 alerts).
+    alert: bool = False
+
+
+def fire_key(schedule: str, fire_time: datetime) -> str:
+    """The idempotency key of one fire: the same for every attempt to send it."""
+    return f"schedule:{schedule}:{fire_time.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def check_schedule(
+    name: str, actor: str, payload: dict[str, Any], priority: str | None, misfire: str, timezone: str
+) -> None:
+    """Raise ``ScheduleError`` saying what is wrong with a schedule, before anything is stored."""
+    if not NAME.match(name):
+        raise ScheduleError(f"schedule name {name!r} must be lowercase letters, digits, '.', '_' or '-'")
+    try:
+        contract = get_contract(actor)
+    except UnknownActorError:
+        known = ", ".join(sorted(all_contracts()))
+        raise ScheduleError(
+            f"schedule {name!r} names the unknown actor {actor!r}; known actors: {known}"
+        ) from None
+    try:
+        contract.validate(payload)
+    except EdujobsError as e:
+        raise ScheduleError(f"schedule {name!r}: {e}") from None
+    if priority is not None and priority not in ("critical", "high", "normal", "low", "bulk"):
+        raise ScheduleError(
+            f"schedule {name!r}: priority {priority!r} is not critical, high, normal, low or bulk"
+        )
+    if misfire not in MISFIRE_POLICIES:
+        raise ScheduleError(f"schedule {name!r}: misfire policy {misfire!r} is not catch_up or skip")
+    try:
+        zone(timezone)
+    except CronError as e:
+        raise ScheduleError(f"schedule {name!r}: {e}") from None
+
+
+def job_store(engine: Engine) -> SQLAlchemyJobStore:
+    """APScheduler's job store on edujobs' database (its table comes from the migrations)."""
+    store = SQLAlchemyJobStore(engine=engine, metadata=MetaData())
+    store.start(_NO_SCHEDULER, "default")
+    return store
+
+
+class _NoScheduler:
+    """Jobs need a scheduler reference (for its time zone, to read naive times: none are given here);
+    nothing lets APScheduler run them itself."""
+
+    timezone = UTC
+
+
+_NO_SCHEDULER = _NoScheduler()
+
+
+def make_job(
+    *,
+    job_id: str,
+    name: str,
+    actor: str,
+    payload: dict[str, Any],
+    priority: str | None,
+    trigger: CronTrigger | DateTrigger,
+    misfire: str,
+    grace_seconds: int,
+    next_run_time: datetime | None,
+    timezone: str,
+) -> Job:
+    return Job(
+        _NO_SCHEDULER,
+        id=job_id,
+        func=FIRE_FUNCTION,
+        trigger=trigger,
+        executor="default",
+        args=(),
+        kwargs={
+            "schedule": name,
+            "actor": actor,
+            "payload": payload,
+            "priority": priority,
+            "timezone": timezone,
+        },
+        name=name,
+        misfire_grace_time=None if misfire == "catch_up" else grace_seconds,
+        coalesce=True,
+        max_instances=1,
+        next_run_time=next_run_time,
+    )
+
+
+def crontab_job_id(name: str) -> str:
+    return f"crontab:{name}"
+
+
+def dynamic_job_id(name: str) -> str:
+    return f"dynamic:{name}"
