@@ -357,7 +357,11 @@ class DeadLetters:
                 routing_key=letter.queue,
                 body=requeued_body(letter, now_ms),
                 properties=pika.BasicProperties(
-                    delivery_mode=2, priority=letter.priority, message_id=letter.id
+                    delivery_mode=2,
+                    priority=letter.priority,
+                    message_id=letter.id,
+                    # Seconds, as AMQP has it: the oldest-message-age gauge reads it back.
+                    timestamp=now_ms // 1000,
                 ),
                 mandatory=True,
             )
