@@ -2,9 +2,10 @@
 
 Every schedule, static (``schedules.crontab``, synced at start) or created at run time
 (``schedules.runtime.add_schedule``), is an APScheduler job (``schedules.jobs``) in APScheduler's
-``SQLAlchemyJobStore`` (table ``apscheduler_jobs``): its trigger (``schedules.cron.CronTrigger`` or APScheduler's ``DateTrigger``),
-its next run time and its arguments survive restarts. APScheduler's own scheduler loop is not used:
-``Scheduler.tick(now)`` does its work with what it lacks (verified with APScheduler 3.11.3):
+``SQLAlchemyJobStore`` (table ``apscheduler_jobs``): its trigger (``schedules.cron.CronTrigger`` or
+APScheduler's ``DateTrigger``), its next run time and its arguments survive restarts. APScheduler's
+own scheduler loop is not used: ``Scheduler.tick(now)`` does its work with what it lacks (verified
+with APScheduler 3.11.3):
 
 - **one leader**: a lease row (``scheduler_leases``) renewed every tick; a standby takes over once a
   crashed leader's lease expires (``lease_seconds``), a stopping leader hands it over at once;
