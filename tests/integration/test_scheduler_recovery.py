@@ -24,6 +24,7 @@ from schedules.scheduler import add_schedule, dynamic_job_id, fire_key, job_stor
 from schedules.service import LAST_ENQUEUED, report_last_enqueued
 from store.models_schedules import ScheduleFire
 from tests.amqp import depth, take
+from tests.integration.test_client import free_port
 from tests.integration.test_dlq import topology  # noqa: F401  (fixture)
 from tests.integration.test_scheduler import (  # noqa: F401  (engine: fixture)
     DIGESTS,
@@ -90,26 +91,41 @@ def test_the_last_fire_gauge_is_filled_from_the_record_at_start_up_and_on_taking
 
 
 class Clock:
-    """The scheduler's clock and a send that fails (RabbitMQ down) or takes time, recording each attempt."""
+    """The scheduler's clock, and its RabbitMQ reached through the real client: down (a port nobody
+    listens on, so each send is a refused connection) or up (the test's vhost). Each attempt is
+    recorded; ``publish_seconds`` is how long a confirm takes on the scheduler's timer."""
 
-    def __init__(self) -> None:
+    def __init__(self, url: str) -> None:
         self.now = datetime(2026, 11, 1, tzinfo=UTC)
         self.monotonic = 0.0
         self.attempts: list[tuple[str, datetime]] = []
         self.failing = True
         self.publish_seconds = 0.0
+        self.up = Client(url, signing_key=b"test-signing-key")
+        self.down = Client(f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F", signing_key=b"test-signing-key")
 
     def send(self, actor: str, payload: dict[str, Any], priority: str | None, key: str, schedule: str) -> str:
         self.attempts.append((schedule, self.now))
         self.monotonic += self.publish_seconds
-        if self.failing:
-            raise ConnectionError("RabbitMQ is down")
-        return f"m-{len(self.attempts)}"
+        brokers.client._default = self.down if self.failing else self.up
+        return send_to_rabbitmq(actor, payload, priority, key, schedule)
 
 
-def test_a_failed_fire_is_retried_with_backoff_only_within_its_grace_then_given_up(engine: Engine) -> None:  # noqa: F811
+@pytest.fixture
+def clock(topology: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:  # noqa: F811
+    monkeypatch.setattr(brokers.client, "_default", None)  # restored afterwards
+    clock = Clock(topology)
+    yield clock
+    clock.up.close()
+    clock.down.close()
+
+
+def test_a_failed_fire_is_retried_with_backoff_only_within_its_grace_then_given_up(
+    engine: Engine,  # noqa: F811
+    topology: str,  # noqa: F811
+    clock: Clock,
+) -> None:
     # Given an hourly schedule that drops fires more than 5 minutes late, and RabbitMQ down at 01:00
-    clock = Clock()
     s = scheduler(engine, clock.send, SKIPPY)
     s.start(now=at("2026-11-01T00:30", UTC_ZONE))
     # When the scheduler ticks every second for seven minutes, RabbitMQ coming back at 01:06
@@ -134,12 +150,16 @@ def test_a_failed_fire_is_retried_with_backoff_only_within_its_grace_then_given_
     assert fires(engine) == [("hourly-skip", "2026-11-01T01:00:00+00:00", "skipped")]
     with Session(engine) as session:
         note = session.scalars(select(ScheduleFire.note)).one()
-    assert note is not None and "given up" in note and "RabbitMQ is down" in note
+    assert note is not None and "given up" in note and "could not publish to RabbitMQ" in note
+    assert depth(topology, "notifications") == 0
 
 
-def test_a_tick_stops_publishing_after_its_time_and_leaves_the_rest_for_the_next(engine: Engine) -> None:  # noqa: F811
+def test_a_tick_stops_publishing_after_its_time_and_leaves_the_rest_for_the_next(
+    engine: Engine,  # noqa: F811
+    topology: str,  # noqa: F811
+    clock: Clock,
+) -> None:
     # Given six schedules due at 02:00 and a RabbitMQ that takes 2 s to confirm each message
-    clock = Clock()
     clock.failing, clock.publish_seconds = False, 2.0
     crontab = tuple(
         Schedule(f"nightly-{n}", "notifications.send_weekly_digests", "0 2 * * *", timezone="UTC")
@@ -158,6 +178,7 @@ def test_a_tick_stops_publishing_after_its_time_and_leaves_the_rest_for_the_next
     assert sorted(name for name, _ in clock.attempts) == [f"nightly-{n}" for n in range(6)]
     assert {f.fire_time for f in first + second} == {at("2026-11-01T02:00", UTC_ZONE)}
     assert s.tick(at("2026-11-01T02:00:02", UTC_ZONE)) == []
+    assert depth(topology, "notifications") == 6
 
 
 class Crash(BaseException):
