@@ -8,16 +8,13 @@ not run (RabbitMQ or Redis down, a worker that died).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from bench.comparisons import COMPARISONS, get_comparison
 from bench.harness import BenchError, ComparisonResult, Scale, check_services
-from bench.report import comparison_table, machine, results_document, write_json
+from bench.report import comparison_table, machine, results_document, start_run, write_json
 
 DEFAULT_OUTPUT = Path("var/bench/results.json")
 
@@ -47,12 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Progress (one line per measurement) goes to stderr; libraries only say when something is wrong.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("bench").setLevel(logging.INFO)
+    console = start_run()
     scale = Scale(quick=args.quick, rounds=args.rounds or (1 if args.quick else 3))
-    # A table wide enough to read when the output goes to a file or a CI log.
-    console = Console(width=None if sys.stdout.isatty() else 150)
     started, before = time.time(), machine()
     results: list[ComparisonResult] = []
     try:

@@ -39,12 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
 from actors.media import service, transcode
-from bench.report import machine, write_json
+from bench.report import machine, start_run, write_json
 from brokers.settings import Settings
 from store.db import make_engine
 from store.models import Base, MediaAsset
@@ -327,10 +326,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Progress (one line per measurement) goes to stderr; libraries only say when something is wrong.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("bench").setLevel(logging.INFO)
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    console = start_run()
     started, before = time.time(), machine()
     try:
         results = run(quick=args.quick, rounds=args.rounds)

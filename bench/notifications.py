@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from actors.notifications import bulk, service
 from bench.harness import Contender, Measurement, RatioSpec, run_side_by_side, summarise
-from bench.report import comparison_table
+from bench.report import comparison_table, start_run
 from brokers.client import Client
 from brokers.settings import Settings
 from store.db import make_engine
@@ -171,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("bench").setLevel(logging.INFO)
+    console = start_run()
     rounds = args.rounds or (1 if args.quick else 3)
     recipients = 2_000 if args.quick else 10_000
     bulk_figures = bench_bulk(recipients)
@@ -194,9 +193,6 @@ def main(argv: list[str] | None = None) -> int:
         ratios=[RatioSpec("worker / direct SDK calls", "worker", "direct", TARGET)],
         notes=[f"{messages} emails per run, timed at the fake server from its first to its last request"],
     )
-    from rich.console import Console
-
-    console = Console(width=150)
     console.print(f"Bulk email: {bulk_figures['recipients']:,} recipients in {bulk_figures['requests']} "
                   f"requests, {bulk_figures['seconds']} s")  # fmt: skip
     console.print(comparison_table(result))

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 from bench.harness import ComparisonResult, Scale
@@ -98,3 +101,12 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(document, indent=2) + "\n")
     temporary.replace(path)
+
+
+def start_run() -> Console:
+    """Set up a benchmark entry point: progress (one line per measurement) goes to stderr and
+    libraries only say when something is wrong; the console is wide enough to read when the output
+    goes to a file or a CI log."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("bench").setLevel(logging.INFO)
+    return Console(width=None if sys.stdout.isatty() else 150)
