@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ops.enqueue import MessageIn, Priority
+from contracts.priorities import Priority
+from ops.enqueue import MessageIn
 
 MAX_BATCH = 1000
 

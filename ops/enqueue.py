@@ -17,12 +17,13 @@ import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import Engine
 
 from brokers.client import Client
+from contracts.priorities import Priority
 from contracts.registry import get_contract
 from ops.auth import Caller
 from store import audit
@@ -30,7 +31,6 @@ from store.jobs import JobStore, user_id_of
 
 logger = logging.getLogger(__name__)
 
-Priority = Literal["critical", "high", "normal", "low", "bulk"]
 #: How many message ids an audit entry keeps (a batch may hold a thousand).
 AUDITED_IDS = 10
 

@@ -17,6 +17,7 @@ from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import Engine, MetaData
 
 from contracts.errors import EdujobsError, UnknownActorError
+from contracts.priorities import PRIORITIES
 from contracts.registry import all_contracts, get_contract
 from schedules.cron import CronError, CronTrigger, zone
 from schedules.crontab import MISFIRE_POLICIES, NAME
@@ -66,7 +67,7 @@ def check_schedule(
         contract.validate(payload)
     except EdujobsError as e:
         raise ScheduleError(f"schedule {name!r}: {e}") from None
-    if priority is not None and priority not in ("critical", "high", "normal", "low", "bulk"):
+    if priority is not None and priority not in PRIORITIES:
         raise ScheduleError(
             f"schedule {name!r}: priority {priority!r} is not critical, high, normal, low or bulk"
         )
@@ -128,6 +129,11 @@ def make_job(
         max_instances=1,
         next_run_time=next_run_time,
     )
+
+
+def misfire_policy(job: Job) -> str:
+    """The misfire policy ``make_job`` stored in ``job``: ``catch_up`` has no grace time."""
+    return "catch_up" if job.misfire_grace_time is None else "skip"
 
 
 def crontab_job_id(name: str) -> str:

@@ -19,7 +19,15 @@ from sqlalchemy.orm import Session
 
 from schedules.cron import CronError, CronTrigger, resolve, zone
 from schedules.crontab import Schedule
-from schedules.jobs import ScheduleError, check_schedule, crontab_job_id, dynamic_job_id, job_store, make_job
+from schedules.jobs import (
+    ScheduleError,
+    check_schedule,
+    crontab_job_id,
+    dynamic_job_id,
+    job_store,
+    make_job,
+    misfire_policy,
+)
 from store.models_schedules import ScheduleFire
 
 
@@ -167,7 +175,7 @@ def list_schedules(
         trigger = job.trigger
         timezone = str(job.kwargs.get("timezone") or default_timezone)
         what = trigger.expression if isinstance(trigger, CronTrigger) else "once"
-        misfire = "catch_up" if job.misfire_grace_time is None else "skip"
+        misfire = misfire_policy(job)
         rows.append(
             _row(
                 job.name,

@@ -55,6 +55,7 @@ from schedules.jobs import (
     fire_key,
     job_store,
     make_job,
+    misfire_policy,
 )
 from schedules.runtime import (
     add_schedule,
@@ -209,7 +210,7 @@ class Scheduler:
             if not job.id.startswith("dynamic:") or job.next_run_time is None:
                 continue
             kwargs = job.kwargs
-            misfire = "catch_up" if job.misfire_grace_time is None else "skip"
+            misfire = misfire_policy(job)
             try:
                 check_schedule(
                     job.name,
@@ -485,7 +486,7 @@ class Scheduler:
 
     def _give_up(self, job: Job, fire_time: datetime, horizon: timedelta) -> Fire:
         self._backoff.pop((job.name, fire_time), None)
-        policy = "catch_up" if job.misfire_grace_time is None else "skip"
+        policy = misfire_policy(job)
         note = (
             f"not enqueued within {horizon.total_seconds():.0f} s of its time (misfire policy: {policy}): "
             "given up"
