@@ -5,9 +5,9 @@ whose queue and default priority come from the registered contract, so that prod
 import ``contracts``) and workers always agree. Permanent errors are never retried.
 
 A job cancelled while it runs (``edujobs jobs cancel``) stops at its next progress point:
-``report_progress`` raises ``ProcessingCancelledError`` (the media domain's, which was the first to
-stop on cancellation), and the decorator turns that into a normal return, so the message is
-acknowledged (neither retried nor dead-lettered) and the job keeps its ``cancelled`` state.
+``report_progress`` raises ``ProcessingCancelledError`` (``contracts.errors``), and the decorator
+turns that into a normal return, so the message is acknowledged (neither retried nor dead-lettered)
+and the job keeps its ``cancelled`` state.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from contracts.errors import PermanentError
+from contracts.errors import PermanentError, ProcessingCancelledError
 from contracts.priorities import broker_priority
 from contracts.registry import get_contract
 
@@ -56,9 +56,6 @@ def _stopping_when_cancelled(fn: F) -> F:
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        # Imported here: the media package imports this module, so it cannot be imported above.
-        from actors.media.errors import ProcessingCancelledError
-
         try:
             return fn(*args, **kwargs)
         except ProcessingCancelledError:
@@ -161,7 +158,6 @@ def report_progress(percent: float) -> None:
     """
     import time
 
-    from actors.media.errors import ProcessingCancelledError
     from store.db import get_engine
     from store.jobs import JobStore
 

@@ -8,7 +8,8 @@ Everything edujobs raises on purpose derives from one root::
     │   ├── UnknownActorError     no contract is registered under that actor name
     │   ├── TemplateError         a missing template or template variable
     │   ├── RecipientError        the recipient cannot be reached (no address, unknown user)
-    │   └── ProviderRejectedError a provider refused the request (4xx)
+    │   ├── ProviderRejectedError a provider refused the request (4xx)
+    │   └── ProcessingCancelledError  the job was cancelled while it ran (the actor acks it)
     ├── TransientError            retried with exponential backoff and jitter
     │   ├── RateLimitedError      the provider asked us to slow down (carries retry_after)
     │   ├── ProviderUnavailableError  5xx, timeouts, connection errors
@@ -27,6 +28,10 @@ class EdujobsError(Exception):
 
 class PermanentError(EdujobsError):
     """Raised when retrying cannot help; the message is dead-lettered without retries."""
+
+
+class ProcessingCancelledError(PermanentError):
+    """Raised when the job was cancelled (job state ``cancelled``) while it was running."""
 
 
 class TransientError(EdujobsError):

@@ -124,11 +124,10 @@ def cancellation_check() -> Callable[[], bool]:
 
     def cancelled() -> bool:
         try:
-            record = jobs.get(message_id)
+            return jobs.is_cancelled(message_id)
         except Exception:
             logger.warning("Could not read the job state of %s; carrying on.", message_id, exc_info=True)
             return False
-        return record is not None and record.state == "cancelled"
 
     return cancelled
 
@@ -136,6 +135,8 @@ def cancellation_check() -> Callable[[], bool]:
 def _report_progress(percent: float) -> None:
     try:
         report_progress(percent)
+    except ProcessingCancelledError:
+        raise  # the operator's cancel: the job stops here, like at cancellation_check
     except Exception:
         # Progress is for people watching; losing an update must not fail a transcode.
         logger.warning("Could not record the job's progress.", exc_info=True)

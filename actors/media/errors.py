@@ -4,7 +4,8 @@
     ├── InvalidMediaError        the source is not usable: not a video / image, no video stream,
     │                            corrupt, truncated, too long, a decompression bomb
     ├── AssetError               the asset row is missing or of the other kind
-    └── ProcessingCancelledError the job was cancelled while it ran (the actor acks it)
+    └── ProcessingCancelledError the job was cancelled while it ran (the actor acks it); shared
+                                 by every actor, defined in ``contracts.errors``
     TransientError
     ├── FFmpegTimeoutError       ffmpeg outlived the job's time limit and was killed
     └── FFmpegFailedError        ffmpeg failed for the worker's sake (killed, disk full, missing
@@ -16,7 +17,15 @@ passed ffprobe) cannot be demuxed or decoded: ``actors.media.failures`` decides.
 
 from __future__ import annotations
 
-from contracts.errors import PermanentError, TransientError
+from contracts.errors import PermanentError, ProcessingCancelledError, TransientError
+
+__all__ = [
+    "AssetError",
+    "FFmpegFailedError",
+    "FFmpegTimeoutError",
+    "InvalidMediaError",
+    "ProcessingCancelledError",
+]
 
 
 class InvalidMediaError(PermanentError):
@@ -25,10 +34,6 @@ class InvalidMediaError(PermanentError):
 
 class AssetError(PermanentError):
     """Raised when the media asset does not exist or is not of the kind the actor processes."""
-
-
-class ProcessingCancelledError(PermanentError):
-    """Raised when the job was cancelled (job state ``cancelled``) while it was running."""
 
 
 class FFmpegTimeoutError(TransientError):
