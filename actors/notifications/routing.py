@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from actors.notifications import service
-from actors.notifications.quiet import QUIET_CHANNELS, QuietHours, quiet_until, user_quiet_until
+from actors.notifications.quiet import QuietHours, check_quiet_hours, quiet_until
 from actors.notifications.service import ChannelSender, DeliveryResult, Notifier
 from actors.notifications.templates import TemplateTooLongError
 from contracts.errors import PermanentError, RecipientError, TemplateError
@@ -122,8 +122,11 @@ def notify_user(
             duplicate = DeliveryResult("duplicate", idempotency_key, earlier.provider_message_id)
             return Delivered(channel, duplicate)
 
+    skipped: list[tuple[str, str]] = []
+
     def skip(channel: str, why: str) -> None:
         # A failed send keeps its own "failed" row; only a channel without one gets "skipped".
+        skipped.append((channel, why))
         notifier.ledger.record(
             f"{idempotency_key}:{channel}",
             status=SKIPPED,
@@ -137,11 +140,10 @@ def notify_user(
     order, left_out = reachable_channels(user, channels)
     if not order:
         raise NoChannelError(f"no channel can reach user {user_id}: " + "; ".join(left_out))
-    if not critical and order[0] in QUIET_CHANNELS:
-        until = user_quiet_until(user, now)
-        if until is not None:
-            return Deferred(until)
-    skipped: list[tuple[str, str]] = []
+    try:
+        check_quiet_hours(user, order[0], critical=critical, now=now)
+    except QuietHours as e:
+        return Deferred(e.until)
     open_breakers: list[CircuitOpenError] = []
     quiet: datetime | None = None
     for channel in order:
@@ -161,15 +163,12 @@ def notify_user(
             skipped.append((channel, f"quiet hours until {e.until.isoformat()}"))
         except CircuitOpenError as e:
             open_breakers.append(e)
-            skipped.append((channel, str(e)))
             skip(channel, str(e))
-        except TemplateError as e:
-            if not isinstance(e, TemplateTooLongError):
-                raise  # a bug in a template or its context: dead-lettered, naming it
-            skipped.append((channel, f"{type(e).__name__}: {e}"))
+        except TemplateTooLongError as e:  # too long for this channel: another may take it
             skip(channel, f"{type(e).__name__}: {e}")
+        except TemplateError:
+            raise  # a bug in a template or its context: dead-lettered, naming it
         except PermanentError as e:  # not configured, no device left, invalid number, refused...
-            skipped.append((channel, f"{type(e).__name__}: {e}"))
             skip(channel, f"{type(e).__name__}: {e}")
         else:
             if skipped:
