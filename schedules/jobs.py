@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from apscheduler.job import Job
@@ -79,8 +80,12 @@ def check_schedule(
         raise ScheduleError(f"schedule {name!r}: {e}") from None
 
 
+@lru_cache(maxsize=16)
 def job_store(engine: Engine) -> SQLAlchemyJobStore:
-    """APScheduler's job store on edujobs' database (its table comes from the migrations)."""
+    """APScheduler's job store on edujobs' database (its table comes from the migrations).
+
+    One per engine (by identity), started (its table checked) once: the store keeps no state of its
+    own between calls, so the scheduler and every API or CLI request on an engine can share it."""
     store = SQLAlchemyJobStore(engine=engine, metadata=MetaData())
     store.start(_NO_SCHEDULER, "default")
     return store

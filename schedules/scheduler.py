@@ -156,11 +156,12 @@ class Scheduler:
             except CronError as e:
                 raise ScheduleError(f"crontab entry {entry.name!r}: {e}") from None
 
-    def sync_crontab(self, now: datetime) -> None:
+    def sync_crontab(self, now: datetime, jobs: Sequence[Job] | None = None) -> None:
         """Store every crontab entry as a job; keep the next run time of unchanged ones (so fires
-        missed while no scheduler ran are seen as misfires), drop entries removed from the crontab."""
+        missed while no scheduler ran are seen as misfires), drop entries removed from the crontab.
+        ``jobs``: every stored job, if already loaded."""
         wanted = {crontab_job_id(entry.name): entry for entry in self.crontab}
-        for job in self.store.get_all_jobs():
+        for job in self.store.get_all_jobs() if jobs is None else jobs:
             if job.id.startswith("crontab:") and job.id not in wanted:
                 self.store.remove_job(job.id)
                 logger.info("Schedule %s is no longer in the crontab: removed.", job.name)
@@ -197,16 +198,20 @@ class Scheduler:
     def start(self, now: datetime | None = None) -> None:
         now = now or datetime.now(UTC)
         self.validate()
-        self.sync_crontab(now)
-        self.pause_invalid(now)
-        self._report_last_enqueued()
+        # Loaded once: syncing the crontab changes only crontab jobs, pausing only run-time ones'
+        # next run times, and each step reads only what the steps before it leave as it was.
+        jobs = self.store.get_all_jobs()
+        self.sync_crontab(now, jobs)
+        self.pause_invalid(now, jobs)
+        self._report_last_enqueued(jobs)
 
-    def pause_invalid(self, now: datetime) -> list[str]:
+    def pause_invalid(self, now: datetime, jobs: Sequence[Job] | None = None) -> list[str]:
         """Pause every stored run-time schedule that no longer checks out (its actor was removed, its
         arguments no longer fit): log why, loudly, and drop its pending retries, rather than failing
-        it on every tick. It stays listed without next runs until replaced or removed."""
+        it on every tick. It stays listed without next runs until replaced or removed. ``jobs``:
+        every stored job, if already loaded."""
         paused = []
-        for job in self.store.get_all_jobs():
+        for job in self.store.get_all_jobs() if jobs is None else jobs:
             if not job.id.startswith("dynamic:") or job.next_run_time is None:
                 continue
             kwargs = job.kwargs
@@ -238,11 +243,12 @@ class Scheduler:
                 paused.append(job.name)
         return paused
 
-    def _report_last_enqueued(self) -> None:
+    def _report_last_enqueued(self, jobs: Sequence[Job] | None = None) -> None:
         if self.on_last_enqueued is None:
             return
+        stored = self.store.get_all_jobs() if jobs is None else jobs
         names = [entry.name for entry in self.crontab] + [
-            job.name for job in self.store.get_all_jobs() if job.id.startswith("dynamic:")
+            job.name for job in stored if job.id.startswith("dynamic:")
         ]
         try:
             self.on_last_enqueued(last_enqueued(self.engine, names))
@@ -328,8 +334,8 @@ class Scheduler:
         for fire_time in run_times:
             if fire_time == chosen:
                 continue
-            if grace is not None and fire_time not in on_time:
-                late = (now - fire_time).total_seconds()
+            late = (now - fire_time).total_seconds()
+            if grace is not None and late > grace:  # not on time
                 note = f"missed by {late:.0f} s, over the {grace} s grace (misfire policy: skip)"
                 latest_late = len(fires)
             else:
@@ -460,14 +466,18 @@ class Scheduler:
         with Session(self.engine) as session:
             pending = [(f.schedule, f.fire_time, f.actor_name) for f in session.scalars(statement)]
         fires = []
+        # Stored jobs looked up this tick, by id: a schedule with several pending fires is read once.
+        memo: dict[str, Job | None] = {}
         for name, fire_time, actor in pending:
-            job = self._lookup(crontab_job_id(name)) or self._lookup(dynamic_job_id(name))
+            job = self._lookup(crontab_job_id(name), memo) or self._lookup(dynamic_job_id(name), memo)
             if job is None or job.kwargs["actor"] != actor:
                 continue  # the schedule was removed or changed since: nothing to re-send
             grace = job.misfire_grace_time
             horizon = RETRY_HORIZON if grace is None else min(RETRY_HORIZON, timedelta(seconds=grace))
             if now - fire_time > horizon:
                 fires.append(self._give_up(job, fire_time, horizon))
+                if job.next_run_time is None:
+                    memo.pop(job.id, None)  # it may have been removed
                 continue
             not_before = self._backoff.get((name, fire_time), (0, now))[1]
             if now < not_before:
@@ -477,6 +487,7 @@ class Scheduler:
             fires.append(self._send(job, fire_time, now))
             if fires[-1].status == "enqueued" and job.next_run_time is None:
                 self._remove_finished(job)
+                memo.pop(job.id, None)  # it may have been removed
         return fires
 
     def _remove_finished(self, job: Job) -> None:
@@ -504,12 +515,18 @@ class Scheduler:
             self._remove_finished(job)
         return fire
 
-    def _lookup(self, job_id: str) -> Job | None:
+    def _lookup(self, job_id: str, memo: dict[str, Job | None] | None = None) -> Job | None:
+        """The stored job ``job_id``, None if there is none or it cannot be loaded; ``memo`` keeps
+        what was found (a job that cannot be loaded is tried, and logged, each time)."""
+        if memo is not None and job_id in memo:
+            return memo[job_id]
         try:
             job: Job | None = self.store.lookup_job(job_id)
         except (JobLookupError, LookupError):
             logger.warning("Stored schedule %s cannot be loaded.", job_id, exc_info=True)
             return None
+        if memo is not None:
+            memo[job_id] = job
         return job
 
     # -- running ----------------------------------------------------------------------------------
