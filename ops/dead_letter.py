@@ -120,15 +120,19 @@ class DeadLetter:
         data["revealed"] = reveal
         return data
 
+    def _raw(self, data: dict[str, Any], reveal: bool) -> dict[str, Any]:
+        """``data`` with the undecodable body (base64, redacted unless ``reveal``) and its size."""
+        data["raw_base64"] = base64.b64encode(self.body).decode() if reveal else REDACTED
+        data["raw_bytes"] = len(self.body)
+        return data
+
     def detail(self, *, reveal: bool = False) -> dict[str, Any]:
         """Everything about the dead letter; personal data redacted unless ``reveal``."""
         data = self._revealable(self.summary(), reveal)
         traceback = str(self.record.get("traceback", ""))
         data["traceback"] = traceback if reveal else redact(traceback)
         if self.message is None:
-            data["raw_base64"] = base64.b64encode(self.body).decode() if reveal else REDACTED
-            data["raw_bytes"] = len(self.body)
-            return data
+            return self._raw(data, reveal)
         args = self.message.get("args", [])
         kwargs = self.message.get("kwargs", {})
         data["args"] = args if reveal else redact(args)
@@ -146,8 +150,7 @@ class DeadLetter:
         data = self._revealable(self.summary(), reveal)
         data["priority"] = self.priority
         if self.message is None:
-            data["raw_base64"] = base64.b64encode(self.body).decode() if reveal else REDACTED
-            data["raw_bytes"] = len(self.body)
+            self._raw(data, reveal)
         elif reveal:
             data["message"] = self.message
         else:
