@@ -109,6 +109,8 @@ def shape_problem(fields: object) -> str | None:
     which restarts the consumer, redelivers the message and stalls the queue behind it forever:
     such a body is undecodable.
     """
+    if _well_formed(fields):
+        return None
     if not isinstance(fields, dict):
         return f"expected a JSON object, got {type(fields).__name__}"
     unknown = sorted(set(fields) - set(_FIELD_TYPES))
@@ -129,6 +131,25 @@ def shape_problem(fields: object) -> str | None:
     if eta is not None and not _has_type(eta, (int, float)):
         return f"option 'eta' is {_json_type(eta)}, expected a number"
     return None
+
+
+def _well_formed(fields: object) -> bool:
+    # Every message a worker reads goes through here: the common case, every field present with
+    # its JSON type, is checked in one expression before the explanations are looked for.
+    if type(fields) is not dict or fields.keys() != _FIELD_TYPES.keys():
+        return False
+    options, timestamp = fields["options"], fields["message_timestamp"]
+    return (
+        type(fields["queue_name"]) is str
+        and type(fields["actor_name"]) is str
+        and fields["actor_name"] != ""
+        and type(fields["args"]) is list
+        and type(fields["kwargs"]) is dict
+        and type(options) is dict
+        and type(fields["message_id"]) is str
+        and type(timestamp) is int
+        and type(options.get("eta", 0)) in (int, float)
+    )
 
 
 def _has_type(value: object, types: tuple[type, ...]) -> bool:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import orjson
 import pika
 import pika.exceptions
 from dramatiq.broker import MessageProxy
@@ -32,6 +33,7 @@ from dramatiq.brokers.rabbitmq import (
     _RabbitmqMessage,
 )
 from dramatiq.common import current_millis, dq_name
+from dramatiq.encoder import JSONEncoder
 from dramatiq.errors import ActorNotFound, ConnectionClosed, DecodeError
 from dramatiq.message import Message, get_encoder
 from dramatiq.middleware import Middleware, MiddlewareError
@@ -266,6 +268,25 @@ class EdujobsBroker(RabbitmqBroker):
         )
 
 
+class EdujobsMessage(_RabbitmqMessage):
+    """Dramatiq's RabbitMQ message proxy with the message's fields as attributes of its own.
+
+    ``MessageProxy`` forwards every field read (``message.options``, ``message.actor_name``) through
+    ``__getattr__``, a Python call each: some twenty per message across the middleware stack. The
+    fields of a ``Message`` never change (it is frozen; ``options`` is a dict that changes in
+    place), so they are copied once here and read directly."""
+
+    def __init__(self, redelivered: bool, tag: int, message: Message[Any]) -> None:
+        super().__init__(redelivered, tag, message)
+        self.queue_name = message.queue_name
+        self.actor_name = message.actor_name
+        self.args = message.args
+        self.kwargs = message.kwargs
+        self.options = message.options
+        self.message_id = message.message_id
+        self.message_timestamp = message.message_timestamp
+
+
 class EdujobsConsumer(_RabbitmqConsumer):
     """A consumer that dead-letters with a record, keeps undecodable bodies and parks long delays."""
 
@@ -309,7 +330,7 @@ class EdujobsConsumer(_RabbitmqConsumer):
             return None
 
         self.known_tags.add(method.delivery_tag)
-        return _RabbitmqMessage(method.redelivered, method.delivery_tag, message)
+        return EdujobsMessage(method.redelivered, method.delivery_tag, message)
 
     def _ack_now(self, tag: int) -> None:
         # Runs on the consumer thread, which owns the channel.
@@ -394,8 +415,9 @@ def _properties(priority: int | None, headers: dict[str, Any] | None = None) -> 
 def decode_message(body: bytes) -> Message[Any]:
     """Decode ``body`` like ``Message.decode``, and refuse (``DecodeError``) a message whose fields
     have the wrong type (``dlq.shape_problem``); the error's cause says which field."""
+    encoder = get_encoder()
     try:
-        fields = get_encoder().decode(body)
+        fields = _fast_decode(body) if type(encoder) is JSONEncoder else encoder.decode(body)
     except Exception as e:
         raise DecodeError("Failed to decode message.", body, e) from e
     problem = dlq.shape_problem(fields)
@@ -403,6 +425,15 @@ def decode_message(body: bytes) -> Message[Any]:
         cause = TypeError(problem)
         raise DecodeError("Failed to decode message.", body, cause) from cause
     return Message(**{**fields, "args": tuple(fields["args"])})
+
+
+def _fast_decode(body: bytes) -> Any:
+    # orjson reads a message in a third of the time json does; anything it refuses (NaN, integers
+    # past 64 bits) is read by Dramatiq's JSONEncoder, as before.
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return JSONEncoder().decode(body)
 
 
 def _record_from_exception(message: _RabbitmqMessage, worker: str) -> dict[str, Any]:

@@ -100,15 +100,9 @@ class JobState(Middleware):
     # -- batching -------------------------------------------------------------------------------
 
     def _put(self, message: Any, state: str, **fields: Any) -> None:
+        data = getattr(message, "_message", message)  # skip the proxy's __getattr__ on the hot path
         self._updates.put(
-            JobUpdate(
-                message_id=str(message.message_id),
-                state=state,
-                at=time.time(),
-                actor_name=str(message.actor_name),
-                queue=str(message.queue_name),
-                **fields,
-            )
+            JobUpdate(data.message_id, state, time.time(), data.actor_name, data.queue_name, **fields)
         )
 
     def start(self) -> None:

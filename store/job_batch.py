@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy import Engine, Table, and_, case, func
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -36,11 +37,20 @@ class StateChange(Protocol):
     result_summary: dict[str, Any] | None
 
 
+#: The columns a batch writes, and which of them are times (UNIX seconds until written).
+COLUMNS = (
+    "message_id", "actor_name", "queue", "state", "progress", "attempts", "error", "result_summary",
+    "enqueued_at", "started_at", "finished_at", "updated_at",
+)  # fmt: skip
+TIMES = ("enqueued_at", "started_at", "finished_at", "updated_at")
+
+
 def merge(changes: Sequence[StateChange]) -> list[dict[str, Any]]:
-    """One row per message: its last state, with what the earlier changes of the batch knew."""
+    """One row per message: its last state, with what the earlier changes of the batch knew.
+    Times stay UNIX seconds here; each dialect's writer converts them."""
     rows: dict[str, dict[str, Any]] = {}
     for change in changes:
-        at = datetime.fromtimestamp(change.at, UTC)
+        at = change.at
         row = rows.setdefault(
             change.message_id,
             {
@@ -81,10 +91,44 @@ def apply_changes(engine: Engine, changes: Sequence[StateChange]) -> int:
     if not rows:
         return 0
     with engine.begin() as connection:
-        # One parameter set per row: the statement compiles once per dialect and is cached, and
-        # SQLAlchemy batches the rows into multi-row INSERTs itself ("insertmanyvalues").
-        connection.execute(_upsert(engine.dialect.name), rows)
+        if engine.dialect.name == "sqlite":
+            statement, parameters = _sqlite_parameters(rows)
+            connection.exec_driver_sql(statement, parameters)
+        else:
+            for row in rows:
+                for column in TIMES:
+                    if row[column] is not None:
+                        row[column] = datetime.fromtimestamp(row[column], UTC)
+            # One parameter set per row: the statement compiles once per dialect and is cached,
+            # and SQLAlchemy batches the rows into multi-row INSERTs itself ("insertmanyvalues").
+            connection.execute(_upsert(engine.dialect.name), rows)
     return len(rows)
+
+
+def _sqlite_parameters(rows: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+    """The SQLite upsert and its parameter tuples, values converted here as SQLAlchemy's column
+    types would (times as UTC text, ``result_summary`` as JSON), but without its per-value
+    processing, which cost a worker more than the write itself."""
+    statement, names, constants = _sqlite_upsert()
+    parameters = []
+    for row in rows:
+        for column in TIMES:
+            at = row[column]
+            if at is not None:
+                # The text SQLAlchemy's SQLite DATETIME writes: UTC wall time to the microsecond.
+                row[column] = (
+                    datetime.fromtimestamp(at, UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+                )
+        row["result_summary"] = orjson.dumps(row["result_summary"]).decode()
+        parameters.append(tuple(row[name] if name in row else constants[name] for name in names))
+    return statement, parameters
+
+
+@functools.cache
+def _sqlite_upsert() -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    compiled = _upsert("sqlite").compile(dialect=sqlite.dialect(), column_keys=list(COLUMNS))
+    assert compiled.positiontup is not None
+    return compiled.string, tuple(compiled.positiontup), dict(compiled.params)
 
 
 @functools.cache

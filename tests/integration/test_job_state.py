@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +32,37 @@ def update(message_id: str, state: str, **fields: Any) -> JobUpdate:
     )
 
 
-def test_a_batch_records_each_jobs_last_state(engine: Engine) -> None:
+@pytest.fixture(params=["postgresql", "sqlite"])
+def any_engine(request: pytest.FixtureRequest, engine: Engine, tmp_path: Path) -> Iterator[Engine]:
+    """PostgreSQL, and SQLite, whose batches are written by a path of their own."""
+    if request.param == "postgresql":
+        yield engine
+        return
+    upgrade(f"sqlite:///{tmp_path}/jobs.db")
+    sqlite_engine = make_engine(f"sqlite:///{tmp_path}/jobs.db")
+    yield sqlite_engine
+    sqlite_engine.dispose()
+
+
+def test_a_batch_records_each_jobs_last_state(any_engine: Engine) -> None:
     # Given a job that ran and succeeded, and one whose attempt failed, in the same batch
-    recorder = BatchJobRecorder(engine)
+    recorder = BatchJobRecorder(any_engine)
+    started = update("m1", "running", attempts=1)
+    succeeded = update("m1", "succeeded", result_summary={"sent": 3})
     recorder.apply(
         [
-            update("m1", "running", attempts=1),
+            started,
             update("m2", "running", attempts=1),
-            update("m1", "succeeded", result_summary={"sent": 3}),
+            succeeded,
             update("m2", "failed", attempts=1, error="TransientError: down"),
         ]
     )
-    jobs = JobStore(engine)
+    jobs = JobStore(any_engine)
     first, second = jobs.get("m1"), jobs.get("m2")
+    # Then the times read back are the times recorded, aware, in UTC, to the microsecond
+    assert first is not None and first.started_at is not None and first.finished_at is not None
+    assert abs(first.started_at - datetime.fromtimestamp(started.at, UTC)) < timedelta(microseconds=2)
+    assert abs(first.finished_at - datetime.fromtimestamp(succeeded.at, UTC)) < timedelta(microseconds=2)
     # Then each has its final state, with its times, attempts, result and error
     assert first is not None and second is not None
     assert (first.state, first.progress, first.result_summary, first.attempts) == (

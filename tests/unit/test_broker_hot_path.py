@@ -1,15 +1,19 @@
-"""EdujobsBroker calls only the middleware that define a hook, in Dramatiq's order and with its
-error handling, and notices middleware added later."""
+"""The worker's hot path: EdujobsBroker calls only the middleware that define a hook (in Dramatiq's
+order, with its error handling, noticing middleware added later); the consumer's message proxy
+reads fields directly; bodies are decoded fast and checked as strictly as before."""
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import pytest
+from dramatiq.errors import DecodeError
+from dramatiq.message import Message
 from dramatiq.middleware import Middleware, MiddlewareError
 
-from brokers.rabbitmq import EdujobsBroker
+from brokers.rabbitmq import EdujobsBroker, EdujobsMessage, decode_message
 
 
 class Recording(Middleware):
@@ -88,3 +92,40 @@ def test_a_middleware_error_stops_the_signal() -> None:
     with pytest.raises(MiddlewareError):
         broker.emit_before("ack", None)
     assert calls == []
+
+
+def test_the_consumers_message_reads_its_fields_without_the_proxy() -> None:
+    message: Message[Any] = Message(
+        queue_name="q", actor_name="a.b", args=(1,), kwargs={"x": 2}, options={"retries": 1}
+    )
+    proxy = EdujobsMessage(False, 7, message)
+
+    assert "options" in vars(proxy) and proxy.options is message.options
+    assert (proxy.queue_name, proxy.actor_name, proxy.args, proxy.kwargs) == ("q", "a.b", (1,), {"x": 2})
+    assert (proxy.message_id, proxy.message_timestamp) == (message.message_id, message.message_timestamp)
+    proxy.options["retries"] = 2  # Retries changes options in place: the message sees it
+    assert message.options["retries"] == 2 and proxy.encode() == message.encode()
+
+
+def test_a_body_orjson_refuses_is_still_read_as_dramatiq_reads_it() -> None:
+    # Given a body with a NaN argument, which Python's json reads and orjson refuses
+    body = b'{"queue_name":"q","actor_name":"a.b","args":[NaN],"kwargs":{},"options":{}}'
+
+    message = decode_message(body)
+
+    assert message.actor_name == "a.b" and math.isnan(message.args[0])
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b'{"queue_name":"q","actor_name":"","args":[],"kwargs":{},"options":{}}', "is empty"),
+        (b'{"queue_name":"q","actor_name":"a","args":{},"kwargs":{},"options":{}}', "'args' is an object"),
+        (b'{"queue_name":"q","actor_name":"a","args":[],"kwargs":{},"options":{"eta":"x"}}', "'eta'"),
+        (b"[1, 2]", "expected a JSON object"),
+    ],
+)
+def test_a_misshapen_body_is_refused_with_what_is_wrong(body: bytes, problem: str) -> None:
+    with pytest.raises(DecodeError) as raised:
+        decode_message(body)
+    assert problem in str(raised.value.__cause__)
