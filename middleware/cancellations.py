@@ -50,7 +50,8 @@ class Cancellations(Middleware):
         self._stop = threading.Event()
         self._failing = False
 
-    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        # Before the consumers start: the first message a worker takes is already checked.
         self._stop.clear()
         self.refresh()
         threading.Thread(target=self._run, name="edujobs-cancellations", daemon=True).start()

@@ -81,7 +81,8 @@ class CircuitBreakers(Middleware):
     def after_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
         actor.fn = self._delaying_on_open(broker, actor.actor_name, actor.fn)
 
-    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        # Before the consumers start: Redis is reached (and the states known) before the first message.
         self.breakers.announce()
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:

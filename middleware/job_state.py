@@ -91,7 +91,15 @@ class JobState(Middleware):
         error = f"{record.get('exception_type') or record.get('reason')}: {record.get('error', '')}"
         self._put(message, "dead", error=error[:ERROR_LIMIT], attempts=int(record.get("attempts", 1)))
 
-    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        # Before the consumers start, so that the first messages do not wait on a cold database
+        # connection and statement (the recorder's optional ``prepare``).
+        prepare = getattr(self.recorder, "prepare", None)
+        if prepare is not None:
+            try:
+                prepare()
+            except Exception:
+                logger.warning("Could not prepare the job-state recorder; batches will retry.", exc_info=True)
         self.start()
 
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:

@@ -36,6 +36,14 @@ class QueuePauses(Middleware):
         self._thread: threading.Thread | None = None
         self._failing = False
 
+    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        # Before the consumers start: a consumer of a queue paused already takes nothing from it
+        # (EdujobsConsumer reads the broker's flag); its thread is paused once it exists.
+        try:
+            broker.paused_queues = frozenset(self.paused_queues())  # type: ignore[attr-defined]
+        except Exception:
+            logger.warning("Cannot read the paused queues at boot; reading again shortly.", exc_info=True)
+
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         self._stop.clear()
         self.refresh(broker, worker)

@@ -10,7 +10,7 @@ A cancelled job is never overwritten.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -92,8 +92,8 @@ def apply_changes(engine: Engine, changes: Sequence[StateChange]) -> int:
         return 0
     with engine.begin() as connection:
         if engine.dialect.name == "sqlite":
-            statement, parameters = _sqlite_parameters(rows)
-            connection.exec_driver_sql(statement, parameters)
+            for statement, parameters in _sqlite_statements(rows):
+                connection.exec_driver_sql(statement, parameters)
         else:
             for row in rows:
                 for column in TIMES:
@@ -105,30 +105,57 @@ def apply_changes(engine: Engine, changes: Sequence[StateChange]) -> int:
     return len(rows)
 
 
-def _sqlite_parameters(rows: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
-    """The SQLite upsert and its parameter tuples, values converted here as SQLAlchemy's column
-    types would (times as UTC text, ``result_summary`` as JSON), but without its per-value
-    processing, which cost a worker more than the write itself."""
-    statement, names, constants = _sqlite_upsert()
-    parameters = []
-    for row in rows:
-        for column in TIMES:
-            at = row[column]
-            if at is not None:
-                # The text SQLAlchemy's SQLite DATETIME writes: UTC wall time to the microsecond.
-                row[column] = (
-                    datetime.fromtimestamp(at, UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-                )
-        row["result_summary"] = orjson.dumps(row["result_summary"]).decode()
-        parameters.append(tuple(row[name] if name in row else constants[name] for name in names))
-    return statement, parameters
+#: Rows per SQLite statement: 13 parameters each, well under SQLite's 32,766.
+SQLITE_ROWS_PER_STATEMENT = 250
+
+
+def _sqlite_statements(rows: list[dict[str, Any]]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """Multi-row SQLite upserts of ``rows`` and their parameters.
+
+    Values are converted here as SQLAlchemy's column types would (times as UTC text,
+    ``result_summary`` as JSON), without its per-value processing, which cost a worker more than
+    the write itself. And many rows go in one statement rather than an ``executemany``: sqlite3
+    releases the GIL for every statement it steps, and each time the flushing thread then waits
+    to take it back from the worker threads, a context switch per row."""
+    names, constants = _sqlite_parameter_names()
+    columns = names[: len(COLUMNS)]
+    tail = tuple(constants[name] for name in names[len(COLUMNS) :])
+    for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
+        chunk = rows[start : start + SQLITE_ROWS_PER_STATEMENT]
+        parameters: list[Any] = []
+        for row in chunk:
+            for column in TIMES:
+                at = row[column]
+                if at is not None:
+                    # The text SQLAlchemy's SQLite DATETIME writes: UTC wall time to the microsecond.
+                    row[column] = (
+                        datetime.fromtimestamp(at, UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+                    )
+            row["result_summary"] = orjson.dumps(row["result_summary"]).decode()
+            parameters.extend(row[name] for name in columns)
+        parameters.extend(tail)
+        yield _sqlite_upsert(len(chunk)), tuple(parameters)
 
 
 @functools.cache
-def _sqlite_upsert() -> tuple[str, tuple[str, ...], dict[str, Any]]:
+def _sqlite_parameter_names() -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The upsert's parameters in order (the row's columns, then the constants of its ON CONFLICT
+    clause), and the constants' values."""
     compiled = _upsert("sqlite").compile(dialect=sqlite.dialect(), column_keys=list(COLUMNS))
     assert compiled.positiontup is not None
-    return compiled.string, tuple(compiled.positiontup), dict(compiled.params)
+    names = tuple(compiled.positiontup)
+    assert names[: len(COLUMNS)] == COLUMNS, names
+    return names, dict(compiled.params)
+
+
+@functools.cache
+def _sqlite_upsert(rows: int) -> str:
+    """The SQLite upsert for ``rows`` rows: SQLAlchemy's statement with its VALUES group repeated."""
+    statement = _upsert("sqlite").compile(dialect=sqlite.dialect(), column_keys=list(COLUMNS)).string
+    group = "(" + ", ".join("?" * len(COLUMNS)) + ")"
+    head, found, tail = statement.partition(f"VALUES {group}")
+    assert found, statement
+    return f"{head}VALUES {', '.join([group] * rows)}{tail}"
 
 
 @functools.cache
@@ -170,3 +197,14 @@ class BatchJobRecorder:
 
     def apply(self, updates: Sequence[Any]) -> None:
         apply_changes(self.engine, updates)
+
+    def prepare(self) -> None:
+        """Build the statements and open a pooled connection now (at worker boot), not during
+        the first batch."""
+        if self.engine.dialect.name == "sqlite":
+            _sqlite_parameter_names()
+            _sqlite_upsert(SQLITE_ROWS_PER_STATEMENT)
+        else:
+            _upsert(self.engine.dialect.name)
+        with self.engine.connect():
+            pass

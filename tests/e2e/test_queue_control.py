@@ -11,6 +11,8 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from brokers.settings import Settings
+from brokers.stack import build_broker
 from ops.cli import app
 from store.audit import recent
 from store.db import make_engine
@@ -97,3 +99,39 @@ def test_a_finished_job_cannot_be_cancelled(edujobs_env: dict[str, str]) -> None
     result = CliRunner().invoke(app, ["jobs", "cancel", "m-1"])
     assert result.exit_code == 1
     assert "succeeded already" in result.output
+
+
+def test_a_worker_started_during_a_pause_takes_nothing_and_skips_a_job_cancelled_before_it_started(
+    edujobs_env: dict[str, str], redis_key: str
+) -> None:
+    url = edujobs_env["EDUJOBS_RABBITMQ_URL"]
+    env = {**edujobs_env, "EDUJOBS_TEST_KEY": redis_key, "EDUJOBS_OPERATOR_POLL_SECONDS": "0.5"}
+    # Given a paused maintenance queue with two jobs waiting, and one of them cancelled, all
+    # before any worker runs (a deploy during a pause)
+    broker = build_broker(Settings(rabbitmq_url=url))
+    try:
+        broker.declare_topology(("maintenance",))
+    finally:
+        broker.close()
+    assert cli("queues", "pause", "maintenance", "--reason", "migration", "--as", "ana")["changed"]
+    messages = [
+        dramatiq_message("testing.record", "maintenance", {"value": f"job-{n}"}, key=KEY) for n in range(2)
+    ]
+    for message in messages:
+        publish(url, "maintenance", message)
+    cancelled = str(messages[0]["message_id"])
+    assert cli("jobs", "cancel", cancelled, "--unrecorded", "--as", "ana")["state"] == "cancelled"
+    # When a worker starts
+    worker = WorkerProcess(env, module="tests.e2e.actors_testing").wait_ready()
+    try:
+        time.sleep(2)
+        # Then it has taken nothing from the paused queue: both jobs wait there, ready
+        assert redis.Redis().llen(redis_key) == 0
+        assert depth(url, "maintenance") == 2
+        # And once the queue is resumed, the cancelled job is skipped and the other runs
+        assert cli("queues", "resume", "maintenance", "--as", "ana")["changed"]
+        wait_until(lambda: depth(url, "maintenance") == 0, timeout=30)
+        wait_until(lambda: redis.Redis().llen(redis_key) == 1, timeout=30)
+        assert [v.decode() for v in redis.Redis().lrange(redis_key, 0, -1)] == ["job-1"]
+    finally:
+        worker.stop()
