@@ -20,6 +20,8 @@ circuit breakers and the scheduler record into the process's metrics without hol
 
 from __future__ import annotations
 
+import bisect
+import collections
 import contextlib
 import logging
 import multiprocessing
@@ -29,10 +31,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
-from typing import Any, NamedTuple
+from typing import Any
 
 from dramatiq import Broker, MessageProxy, Worker
 from dramatiq.middleware import Middleware, Shutdown
@@ -156,7 +157,7 @@ def record_schedule_success(schedule: str, at: float | None = None) -> None:
         _active.schedule_last_success.labels(schedule).set(time.time() if at is None else at)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _ActorSeries:
     in_flight: Gauge
     duration: Histogram
@@ -164,15 +165,48 @@ class _ActorSeries:
     outcomes: dict[str, Counter]
 
 
-class _Attempt(NamedTuple):
-    message_id: str
-    started: float
-    retries: int
-    series: _ActorSeries
+@dataclass
+class _SeriesTotals:
+    """One series' changes since the last flush."""
+
+    in_flight: int = 0
+    retries: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    durations: list[float] = field(default_factory=list)
+
+    def apply(self, series: _ActorSeries) -> None:
+        if self.in_flight:
+            series.in_flight.inc(self.in_flight)
+        if self.retries:
+            series.retries.inc(self.retries)
+        for outcome, count in self.outcomes.items():
+            series.outcomes[outcome].inc(count)
+        if self.durations:
+            observe_many(series.duration, self.durations)
 
 
-#: The attempt running on this worker thread.
-_attempt: ContextVar[_Attempt | None] = ContextVar("edujobs_metrics_attempt", default=None)
+def observe_many(histogram: Histogram, values: list[float]) -> None:
+    """``histogram.observe`` for each value, with one write per bucket and one for the sum."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:  # another prometheus-client layout
+        for value in values:
+            histogram.observe(value)
+        return
+    counts: dict[int, int] = {}
+    for value in values:
+        index = bisect.bisect_left(bounds, value)
+        counts[index] = counts.get(index, 0) + 1
+    total.inc(sum(values))
+    for index, count in counts.items():
+        buckets[index].inc(count)
+
+
+#: The proxy attribute holding an attempt's start: (perf_counter at start, retries then, series).
+_ATTEMPT = "_edujobs_metrics_attempt"
+#: Seconds between two applications of the pending per-message changes (``Metrics.flush``).
+FLUSH_SECONDS = 1.0
 
 
 class Metrics(Middleware):
@@ -185,14 +219,23 @@ class Metrics(Middleware):
         directory: str | None = None,
         exposition: Callable[[], int] | None = None,
         registry: CollectorRegistry | None = None,
+        flush_interval: float = FLUSH_SECONDS,
     ) -> None:
         self.directory = directory
         self.exposition = exposition
+        self.flush_interval = flush_interval
         self.pool_directory: str | None = None
+        self._pending: collections.deque[tuple[_ActorSeries, str | None, float | None, int]] = (
+            collections.deque()
+        )
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
         self._use(MetricSet(registry if registry is not None else CollectorRegistry()))
 
     @property
     def registry(self) -> CollectorRegistry:
+        """This process's metrics, with every pending change applied."""
+        self.flush()
         return self.metrics.registry
 
     @property
@@ -222,6 +265,8 @@ class Metrics(Middleware):
         logger.debug("Metrics of this worker process go to %s.", pool)
 
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        self._stop.set()
+        self.flush()
         if self.pool_directory is not None:
             # Drops this process's in-flight gauge; its counters keep counting in the pool's sums.
             mark_process_dead(os.getpid(), self.pool_directory)  # type: ignore[no-untyped-call]
@@ -246,19 +291,18 @@ class Metrics(Middleware):
         data = message._message  # skip the proxy's __getattr__ on the hot path
         series = self._of(data.queue_name, data.actor_name)
         retries = data.options.get("retries", 0)
-        _attempt.set(
-            _Attempt(data.message_id, time.perf_counter(), retries if isinstance(retries, int) else 0, series)
-        )
-        series.in_flight.inc()
+        message.__dict__[_ATTEMPT] = (time.perf_counter(), retries if isinstance(retries, int) else 0, series)
+        self._pending.append((series, None, None, 1))
 
-    def _finish(self, message: MessageProxy) -> tuple[_ActorSeries, _Attempt | None]:
-        data = message._message
-        attempt = _attempt.get()
-        if attempt is None or attempt.message_id != data.message_id:
-            return self._of(data.queue_name, data.actor_name), None
-        _attempt.set(None)
-        attempt.series.in_flight.dec()
-        return attempt.series, attempt
+    def _end(self, message: MessageProxy, outcome: str, *, timed: bool = True, spent: bool = False) -> None:
+        # One append per message end; ``flush`` turns them into the metric writes.
+        attempt = message.__dict__.pop(_ATTEMPT, None)
+        if attempt is None:
+            data = message._message
+            self._pending.append((self._of(data.queue_name, data.actor_name), outcome, None, 0))
+            return
+        duration = time.perf_counter() - attempt[0] if timed else None
+        self._pending.append((attempt[2], outcome, duration, -1 if not spent else -2))
 
     def after_process_message(
         self,
@@ -268,38 +312,83 @@ class Metrics(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        series, attempt = self._finish(message)
         failed = message.failed
         if exception is None and failed:
             # A middleware failed the message before its actor ran, without skipping it.
-            series.outcomes["dead_lettered"].inc()
+            self._end(message, "dead_lettered", timed=False)
             return
-        if attempt is not None:
-            series.duration.observe(time.perf_counter() - attempt.started)
         options = message._message.options
         if exception is None:
-            series.outcomes["succeeded"].inc()
+            self._end(message, "succeeded")
             schedule = options.get(SCHEDULE_OPTION)
             if isinstance(schedule, str) and schedule:
                 self.metrics.schedule_last_success.labels(schedule).set(time.time())
             return
         # Retries counts an exhausted attempt too before failing the message: only a message that
         # is not failed was scheduled to run again.
+        attempt = message.__dict__.get(_ATTEMPT)
         retries = options.get("retries", 0)
-        spent = attempt is not None and isinstance(retries, int) and retries > attempt.retries
+        spent = attempt is not None and isinstance(retries, int) and retries > attempt[1]
         if failed:
-            series.outcomes["failed"].inc()
+            self._end(message, "failed")
         elif spent:
-            series.retries.inc()
-            series.outcomes["retried"].inc()
+            self._end(message, "retried", spent=True)
         elif isinstance(exception, Shutdown):
-            series.outcomes["retried"].inc()  # requeued without spending a retry
+            self._end(message, "retried")  # requeued without spending a retry
         else:
-            series.outcomes["failed"].inc()  # acked without a retry (no Retries middleware)
+            self._end(message, "failed")  # acked without a retry (no Retries middleware)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
-        series, _ = self._finish(message)
-        series.outcomes["dead_lettered" if message.failed else "skipped"].inc()
+        self._end(message, "dead_lettered" if message.failed else "skipped", timed=False)
+
+    # -- applying the pending changes ---------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Apply the per-message changes recorded since the last flush; return how many.
+
+        Hooks only append a tuple per message start and end (``deque.append`` is atomic); the
+        metric values are written here, once per series and interval, rather than five times per
+        message, each under prometheus-client's process-wide lock (and, under the CLI, into an
+        mmapped file). Runs every ``flush_interval`` seconds on a thread of its own, at shutdown,
+        and before ``registry`` is read."""
+        pending = self._pending
+        count = len(pending)
+        if not count:
+            return 0
+        totals: dict[_ActorSeries, _SeriesTotals] = {}
+        for _ in range(count):
+            series, outcome, duration, kind = pending.popleft()
+            total = totals.get(series)
+            if total is None:
+                total = totals[series] = _SeriesTotals()
+            if outcome is None:
+                total.in_flight += 1
+                continue
+            if kind < 0:
+                total.in_flight -= 1
+            if kind == -2:
+                total.retries += 1
+            total.outcomes[outcome] = total.outcomes.get(outcome, 0) + 1
+            if duration is not None:
+                total.durations.append(duration)
+        for series, total in totals.items():
+            total.apply(series)
+        return count
+
+    def _run_flusher(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            try:
+                self.flush()
+            except Exception:
+                logger.exception("Could not apply the pending metric changes.")
+
+    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        self._stop.clear()
+        self._flusher = threading.Thread(target=self._run_flusher, name="edujobs-metrics", daemon=True)
+        self._flusher.start()
+
+    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        self._stop.set()
 
     def after_dead_letter(
         self, broker: Broker, queue_name: str, record: dict[str, Any], message: Any | None

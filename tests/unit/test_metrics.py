@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, SkipMessage
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from brokers.settings import Settings
@@ -26,8 +28,10 @@ from brokers.stack import build_middleware
 from contracts.errors import PermanentError, ProviderUnavailableError, TransientError
 from middleware.circuit_breakers import CircuitBreakers
 from middleware.metrics import (
+    DURATION_BUCKETS,
     Metrics,
     make_metrics_server,
+    observe_many,
     pool_directory,
     prepare_pool_directory,
     record_breaker_state,
@@ -317,3 +321,56 @@ def test_boot_removes_the_files_of_pools_that_stopped(tmp_path: Path) -> None:
     prepare_pool_directory(str(tmp_path), str(mine))
     # Then only the stopped pool's files are gone
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["notes.txt", running.name, mine.name])
+
+
+def test_observing_many_values_at_once_counts_as_observing_each() -> None:
+    # Given two histograms with edujobs' buckets, and values on, between and beyond the bounds
+    registry = CollectorRegistry()
+    one = Histogram("one", "", buckets=DURATION_BUCKETS, registry=registry)
+    many = Histogram("many", "", buckets=DURATION_BUCKETS, registry=registry)
+    values = [0.0, 0.005, 0.0051, 0.3, 1.0, 2.4999, 3600.0, 5000.0]
+    # When one observes them one by one and the other all at once
+    for v in values:
+        one.observe(v)
+    observe_many(many, values)
+
+    # Then every bucket, the count and the sum agree
+    def samples(name: str) -> list[tuple[str, str, float]]:
+        family = next(f for f in registry.collect() if f.name == name)
+        return [
+            (s.name.removeprefix(name), s.labels.get("le", ""), round(s.value, 9))
+            for s in family.samples
+            if not s.name.endswith("_created")
+        ]
+
+    assert samples("one") == samples("many")
+
+
+def test_pending_changes_are_applied_by_the_flusher_within_its_interval() -> None:
+    # Given a metrics middleware flushing every 50 ms, and a worker
+    metrics = Metrics(flush_interval=0.05)
+    broker = StubBroker(middleware=[metrics])
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=1)
+    worker.start()
+    try:
+
+        @dramatiq.actor(broker=broker, actor_name="tests.flushed", queue_name=QUEUE)
+        def flushed() -> None:
+            pass
+
+        flushed.send()
+        broker.join(QUEUE, fail_fast=False)
+        worker.join()
+        # Then, without anything reading the registry, the flusher writes the success
+        deadline = time.monotonic() + 5
+        while metrics._pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not metrics._pending
+        assert (
+            metrics.metrics.registry.get_sample_value(
+                "edujobs_messages_total", {"queue": QUEUE, "actor": "tests.flushed", "outcome": "succeeded"}
+            )
+            == 1
+        )
+    finally:
+        worker.stop()
