@@ -2,15 +2,16 @@
 
 ``make_engine`` tunes each backend: SQLite gets WAL (readers never wait for the writer), foreign
 keys and a busy timeout (writers from several worker processes queue instead of failing at once),
-and its directory is created; PostgreSQL gets ``pool_pre_ping`` so a restarted server costs no
-failed job. ``get_engine`` returns the engine of the configured ``EDUJOBS_DATABASE_URL``, one per
-URL per process.
+and its directory is created; PostgreSQL connections that sat in the pool for a while are pinged
+before use (``IDLE_PING_SECONDS``), so a restarted server costs no failed job. ``get_engine``
+returns the engine of the configured ``EDUJOBS_DATABASE_URL``, one per URL per process.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from brokers.settings import get_settings
@@ -25,6 +27,8 @@ from brokers.settings import get_settings
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: A pooled PostgreSQL connection idle longer than this is pinged before it is handed out.
+IDLE_PING_SECONDS = 5.0
 
 
 def make_engine(url: str, **options: Any) -> Engine:
@@ -38,8 +42,43 @@ def make_engine(url: str, **options: Any) -> Engine:
         engine = create_engine(parsed, **options)
         event.listen(engine, "connect", _tune_sqlite)
         return engine
-    options.setdefault("pool_pre_ping", True)
-    return create_engine(parsed, **options)
+    engine = create_engine(parsed, **options)
+    if not options.get("pool_pre_ping"):
+        _ping_when_idle(engine)
+    return engine
+
+
+@functools.lru_cache(maxsize=64)
+def autocommit(engine: Engine) -> Engine:
+    """``engine``'s pool, with every statement committed on its own: for work that is one atomic
+    statement (an upsert, a conditional update, a read), which then costs one round trip to
+    PostgreSQL instead of three (BEGIN, the statement, COMMIT or ROLLBACK)."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, but only for connections idle ``IDLE_PING_SECONDS`` or more.
+
+    ``pool_pre_ping`` costs a round trip per checkout: three of a notification's five. A connection
+    that was in use a moment ago is alive, or the server went away since, which SQLAlchemy sees at
+    the first statement: it invalidates the pool, and the job fails transiently and is retried. The
+    connections that really go stale, those left in the pool while the server restarted, have been
+    idle, and are pinged (and replaced, when the ping fails) before any statement uses them."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as e:
+            # The pool drops this connection and checks out (or opens) another one.
+            raise DisconnectionError(f"idle connection failed its ping: {e}") from e
 
 
 def _tune_sqlite(dbapi_connection: Any, connection_record: Any) -> None:

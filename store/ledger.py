@@ -22,6 +22,9 @@ A claim is a lease: a ``pending`` row older than ``lease_seconds`` (its worker d
 be taken over. Claims are race-safe across processes: the first insert wins through the unique
 key (INSERT ... ON CONFLICT DO NOTHING), and a take-over is a conditional UPDATE that only one
 contender can win (it checks the status and attempt count it read).
+
+Each of those statements is atomic on its own, so the ledger runs them in autocommit: one round
+trip each, instead of a BEGIN, the statement and a COMMIT. A notification makes two of them.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, Table, select, update
+from sqlalchemy import Connection, Engine, Row, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from store.db import autocommit
 from store.models import Delivery
 from store.types import utcnow
 from store.upsert import insert_if_absent, upsert
@@ -49,6 +53,18 @@ RETAKEABLE = (FAILED, SKIPPED)
 MAX_ERROR_CHARS = 4000
 
 _deliveries: Table = Delivery.__table__  # type: ignore[assignment]
+
+#: ``complete``'s statement, built once: every delivery runs it.
+_COMPLETE = (
+    update(_deliveries)
+    .where(_deliveries.c.idempotency_key == bindparam("b_key"))
+    .values(
+        status=bindparam("b_status"),
+        provider_message_id=bindparam("b_provider_id"),
+        completed_at=bindparam("b_now"),
+        error=None,
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,8 @@ class Ledger:
     def __init__(self, engine: Engine, *, lease_seconds: float = 600) -> None:
         self.engine = engine
         self.lease = timedelta(seconds=lease_seconds)
+        #: The same pool, each statement committed on its own (see the module docstring).
+        self._autocommit = autocommit(engine)
 
     def claim(
         self, key: str, *, channel: str, actor_name: str, message_id: str, user_id: int | None = None
@@ -84,7 +102,7 @@ class Ledger:
         """Take the right to perform the side effect ``key``, unless it is done or being done."""
         now = utcnow()
         values = _new_row(key, channel, actor_name, message_id, user_id, now, status=PENDING, attempts=1)
-        with self.engine.begin() as connection:
+        with self._autocommit.connect() as connection:
             for _ in range(3):
                 if insert_if_absent(connection, _deliveries, values, keys=["idempotency_key"]):
                     return Claim(True, PENDING)
@@ -104,13 +122,14 @@ class Ledger:
         """Record that the side effect happened (``status`` other than ``failed`` counts as done)."""
         if status in (PENDING, FAILED):
             raise ValueError(f"complete() records a finished delivery, not {status!r}: use release()")
-        statement = (
-            update(_deliveries)
-            .where(_deliveries.c.idempotency_key == key)
-            .values(status=status, provider_message_id=provider_message_id, completed_at=utcnow(), error=None)
-        )
-        with self.engine.begin() as connection:
-            if connection.execute(statement).rowcount == 0:
+        parameters = {
+            "b_key": key,
+            "b_status": status,
+            "b_provider_id": provider_message_id,
+            "b_now": utcnow(),
+        }
+        with self._autocommit.connect() as connection:
+            if connection.execute(_COMPLETE, parameters).rowcount == 0:
                 raise LookupError(f"no delivery {key!r} in the ledger: claim it first")
 
     def release(self, key: str, *, error: str) -> None:
@@ -120,7 +139,7 @@ class Ledger:
             .where(_deliveries.c.idempotency_key == key, _deliveries.c.status == PENDING)
             .values(status=FAILED, error=error[:MAX_ERROR_CHARS], completed_at=utcnow())
         )
-        with self.engine.begin() as connection:
+        with self._autocommit.connect() as connection:
             if connection.execute(statement).rowcount == 0:
                 logger.warning("Delivery %s was not pending; release ignored.", key)
 
@@ -150,7 +169,7 @@ class Ledger:
             "error": error[:MAX_ERROR_CHARS] if error else None,
         }
         values = _new_row(key, channel, actor_name, message_id, user_id, now, attempts=0, **done)
-        with self.engine.begin() as connection:
+        with self._autocommit.connect() as connection:
             return upsert(
                 connection,
                 _deliveries,
@@ -162,7 +181,7 @@ class Ledger:
 
     def get(self, key: str) -> Delivery | None:
         """The ledger entry of ``key``, detached from any session."""
-        with Session(self.engine, expire_on_commit=False) as session:
+        with Session(self._autocommit, expire_on_commit=False) as session:
             return session.scalars(select(Delivery).where(Delivery.idempotency_key == key)).one_or_none()
 
     def _may_take_over(self, status: str, claimed_at: datetime, now: datetime) -> bool:

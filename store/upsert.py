@@ -6,6 +6,7 @@ the same key at the same moment cannot both win, and neither sees an error.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,9 +27,19 @@ def insert_if_absent(
     connection: Connection, table: Table, values: Mapping[str, Any], *, keys: Sequence[str]
 ) -> bool:
     """Insert a row unless one with the same ``keys`` exists; True if this call inserted it."""
-    statement = _insert(connection, table).values(dict(values)).on_conflict_do_nothing(index_elements=keys)
+    statement = _insert_if_absent(connection.dialect.name, table, tuple(keys))
+    # The values go as parameters of one statement built once, rather than into a new statement
+    # each call, which SQLAlchemy would have to build and derive a cache key for every time.
+    return connection.execute(statement, dict(values)).first() is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_if_absent(dialect: str, table: Table, keys: tuple[str, ...]) -> Any:
+    if dialect not in ("postgresql", "sqlite"):
+        raise NotImplementedError(f"edujobs supports PostgreSQL and SQLite, not {dialect}")
+    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     # RETURNING, not rowcount: psycopg reports rowcount -1 for INSERT ... ON CONFLICT here.
-    return connection.execute(statement.returning(table.c[keys[0]])).first() is not None
+    return insert.on_conflict_do_nothing(index_elements=list(keys)).returning(table.c[keys[0]])
 
 
 def upsert(

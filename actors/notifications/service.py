@@ -26,7 +26,7 @@ from actors.notifications.quiet import check_quiet_hours
 from actors.notifications.templates import render_email, render_push, render_sms
 from brokers.settings import Settings, get_settings
 from contracts.errors import ConfigurationError, RecipientError
-from store.db import get_engine
+from store.db import autocommit, get_engine
 from store.ledger import RETAKEABLE, SENT, Ledger
 from store.models import User
 from store.once import perform_once
@@ -135,7 +135,8 @@ def default_notifier() -> Notifier:
 
 
 def load_user(engine: Engine, user_id: int) -> User:
-    with Session(engine, expire_on_commit=False) as session:
+    # One read: in autocommit it is one round trip, not a BEGIN, the SELECT and a ROLLBACK.
+    with Session(autocommit(engine), expire_on_commit=False) as session:
         user = session.get(User, user_id)
     if user is None:
         raise RecipientError(f"user {user_id} does not exist")

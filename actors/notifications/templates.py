@@ -8,6 +8,7 @@ which is permanent (retrying will not make the variable appear).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
+        # Templates ship with the code and a deploy restarts the workers: no stat of each template
+        # file on every render to see whether it changed.
+        auto_reload=False,
     )
 
 
@@ -48,11 +52,11 @@ def email_templates() -> list[str]:
     return sorted(p.stem for p in (TEMPLATE_DIR / "email").glob("*.subject"))
 
 
-def _render(kind: str, name: str, path: str, context: dict[str, Any], known: list[str]) -> str:
+def _render(kind: str, name: str, path: str, context: dict[str, Any], known: Callable[[], list[str]]) -> str:
     try:
         template = environment().get_template(path)
     except jinja2.TemplateNotFound:
-        listed = ", ".join(known)
+        listed = ", ".join(known())
         raise TemplateError(f"{kind} template {name!r} has no {path} (known templates: {listed})") from None
     try:
         return template.render(context)
@@ -62,7 +66,7 @@ def _render(kind: str, name: str, path: str, context: dict[str, Any], known: lis
 
 def render_email(name: str, context: dict[str, Any]) -> RenderedEmail:
     """Render the subject, text and HTML parts of an email template."""
-    known = email_templates()
+    known = email_templates
     parts = {
         part: _render("email", name, f"email/{name}.{part}", context, known)
         for part in ("subject", "txt", "html")
@@ -81,7 +85,7 @@ def sms_templates() -> list[str]:
 
 def render_sms(name: str, context: dict[str, Any]) -> str:
     """Render an SMS template to one line of at most ``SMS_MAX_CHARS`` characters."""
-    text = " ".join(_render("SMS", name, f"sms/{name}.txt", context, sms_templates()).split())
+    text = " ".join(_render("SMS", name, f"sms/{name}.txt", context, sms_templates).split())
     if len(text) > SMS_MAX_CHARS:
         raise TemplateTooLongError(
             f"SMS template {name!r} renders {len(text)} characters, over {SMS_MAX_CHARS}"
@@ -101,7 +105,7 @@ def push_templates() -> list[str]:
 
 def render_push(name: str, context: dict[str, Any]) -> tuple[str, str]:
     """Render a push template's title and body, each on one line, cut to what a phone shows."""
-    known = push_templates()
+    known = push_templates
     title, body = (
         " ".join(_render("push", name, f"push/{name}.{part}", context, known).split())
         for part in ("title", "body")

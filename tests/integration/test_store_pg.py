@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Engine, event, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -226,3 +226,42 @@ def test_seed_on_postgresql_matches_sqlite_and_refuses_a_second_run(engine: Engi
             session.scalar(select(func.count()).select_from(User))
             == summary.students + summary.instructors + 2
         )
+
+
+def test_a_connection_killed_while_idle_in_the_pool_is_replaced_before_use(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an engine whose pooled connection has been idle past the ping threshold
+    monkeypatch.setattr("store.db.IDLE_PING_SECONDS", 0.0)
+    engine = make_engine(pg_url)
+    try:
+        with engine.connect() as connection:
+            first_pid = connection.execute(text("select pg_backend_pid()")).scalar_one()
+        # When the server drops that connection (a restart, an idle timeout)
+        admin = make_engine(pg_url)
+        with admin.connect() as other:
+            other.execute(text("select pg_terminate_backend(:pid)"), {"pid": first_pid})
+            other.commit()
+        admin.dispose()
+        # Then the next use gets a working connection, not an error: the ping found the dead one
+        with engine.connect() as connection:
+            assert connection.execute(text("select pg_backend_pid()")).scalar_one() != first_pid
+    finally:
+        engine.dispose()
+
+
+def test_a_busy_connection_is_not_pinged(pg_url: str) -> None:
+    # Given a connection returned to the pool a moment ago
+    engine = make_engine(pg_url)
+    statements: list[str] = []
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+        event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        # When it is checked out again at once and used
+        with engine.connect() as connection:
+            connection.execute(text("select 2"))
+        # Then only the statement ran: no ping round trip before it
+        assert statements == ["select 2"]
+    finally:
+        engine.dispose()
