@@ -72,7 +72,7 @@ class EdujobsBroker(RabbitmqBroker):
         park_threshold_ms: int = PARK_THRESHOLD_MS,
         park_hop_ms: int = PARK_HOP_MS,
     ) -> None:
-        self._hook_cache: dict[tuple[str, int], tuple[Callable[..., None], ...]] = {}
+        self._hook_cache: dict[str, tuple[Callable[..., None], ...]] = {}
         super().__init__(
             url=url,
             middleware=middleware,
@@ -140,12 +140,12 @@ class EdujobsBroker(RabbitmqBroker):
 
         Dramatiq calls every middleware for every signal, and most hooks are ``Middleware``'s
         empty ones: with edujobs' stack that is some 70 calls per message, all but a dozen doing
-        nothing. The list is built once per hook, and again whenever the stack changes."""
-        key = (name, len(self.middleware))
-        hooks = self._hook_cache.get(key)
+        nothing. The list is built once per hook, and again after ``add_middleware`` (the way
+        Dramatiq, and Sentry's integration, change a stack)."""
+        hooks = self._hook_cache.get(name)
         if hooks is None:
             hooks = tuple(getattr(m, name) for m in self.middleware if _defines(m, name))
-            self._hook_cache[key] = hooks
+            self._hook_cache[name] = hooks
         return hooks
 
     def add_middleware(self, middleware: Middleware, **kwargs: Any) -> None:

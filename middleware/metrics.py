@@ -225,11 +225,12 @@ class Metrics(Middleware):
         self.exposition = exposition
         self.flush_interval = flush_interval
         self.pool_directory: str | None = None
-        self._pending: collections.deque[tuple[_ActorSeries, str | None, float | None, int]] = (
+        #: (series, outcome, duration, started, spent): outcome None is an attempt starting;
+        #: ``started`` says whether the ending attempt's start was counted in flight.
+        self._pending: collections.deque[tuple[_ActorSeries, str | None, float | None, bool, bool]] = (
             collections.deque()
         )
         self._stop = threading.Event()
-        self._flusher: threading.Thread | None = None
         self._use(MetricSet(registry if registry is not None else CollectorRegistry()))
 
     @property
@@ -265,8 +266,7 @@ class Metrics(Middleware):
         logger.debug("Metrics of this worker process go to %s.", pool)
 
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
-        self._stop.set()
-        self.flush()
+        self.flush()  # what the flusher, stopped in before_worker_shutdown, had not applied
         if self.pool_directory is not None:
             # Drops this process's in-flight gauge; its counters keep counting in the pool's sums.
             mark_process_dead(os.getpid(), self.pool_directory)  # type: ignore[no-untyped-call]
@@ -292,17 +292,17 @@ class Metrics(Middleware):
         series = self._of(data.queue_name, data.actor_name)
         retries = data.options.get("retries", 0)
         message.__dict__[_ATTEMPT] = (time.perf_counter(), retries if isinstance(retries, int) else 0, series)
-        self._pending.append((series, None, None, 1))
+        self._pending.append((series, None, None, True, False))
 
     def _end(self, message: MessageProxy, outcome: str, *, timed: bool = True, spent: bool = False) -> None:
         # One append per message end; ``flush`` turns them into the metric writes.
         attempt = message.__dict__.pop(_ATTEMPT, None)
         if attempt is None:
             data = message._message
-            self._pending.append((self._of(data.queue_name, data.actor_name), outcome, None, 0))
+            self._pending.append((self._of(data.queue_name, data.actor_name), outcome, None, False, False))
             return
         duration = time.perf_counter() - attempt[0] if timed else None
-        self._pending.append((attempt[2], outcome, duration, -1 if not spent else -2))
+        self._pending.append((attempt[2], outcome, duration, True, spent))
 
     def after_process_message(
         self,
@@ -357,17 +357,15 @@ class Metrics(Middleware):
             return 0
         totals: dict[_ActorSeries, _SeriesTotals] = {}
         for _ in range(count):
-            series, outcome, duration, kind = pending.popleft()
+            series, outcome, duration, started, spent = pending.popleft()
             total = totals.get(series)
             if total is None:
                 total = totals[series] = _SeriesTotals()
             if outcome is None:
                 total.in_flight += 1
                 continue
-            if kind < 0:
-                total.in_flight -= 1
-            if kind == -2:
-                total.retries += 1
+            total.in_flight -= started
+            total.retries += spent
             total.outcomes[outcome] = total.outcomes.get(outcome, 0) + 1
             if duration is not None:
                 total.durations.append(duration)
@@ -384,8 +382,7 @@ class Metrics(Middleware):
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         self._stop.clear()
-        self._flusher = threading.Thread(target=self._run_flusher, name="edujobs-metrics", daemon=True)
-        self._flusher.start()
+        threading.Thread(target=self._run_flusher, name="edujobs-metrics", daemon=True).start()
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         self._stop.set()

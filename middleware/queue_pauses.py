@@ -39,10 +39,9 @@ class QueuePauses(Middleware):
     def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
         # Before the consumers start: a consumer of a queue paused already takes nothing from it
         # (EdujobsConsumer reads the broker's flag); its thread is paused once it exists.
-        try:
-            broker.paused_queues = frozenset(self.paused_queues())  # type: ignore[attr-defined]
-        except Exception:
-            logger.warning("Cannot read the paused queues at boot; reading again shortly.", exc_info=True)
+        paused = self._read()
+        if paused is not None:
+            broker.paused_queues = paused  # type: ignore[attr-defined]
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         self._stop.clear()
@@ -59,16 +58,23 @@ class QueuePauses(Middleware):
         while not self._stop.wait(self.poll):
             self.refresh(broker, worker)
 
-    def refresh(self, broker: Broker, worker: Worker) -> frozenset[str]:
-        """Read the paused queues and apply them to ``worker``; return them."""
+    def _read(self) -> frozenset[str] | None:
+        """The paused queues, or None when they cannot be read (said once per outage)."""
         try:
             paused = frozenset(self.paused_queues())
         except Exception:
             if not self._failing:
                 logger.warning("Cannot read the paused queues; keeping the last known state.", exc_info=True)
             self._failing = True
-            return self._paused
+            return None
         self._failing = False
+        return paused
+
+    def refresh(self, broker: Broker, worker: Worker) -> frozenset[str]:
+        """Read the paused queues and apply them to ``worker``; return them."""
+        paused = self._read()
+        if paused is None:
+            return self._paused
         if paused == self._paused:
             return paused
         # Threads pause before the broker's flag is set and resume after it is cleared, so that a

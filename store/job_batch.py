@@ -117,7 +117,7 @@ def _sqlite_statements(rows: list[dict[str, Any]]) -> Iterator[tuple[str, tuple[
     the write itself. And many rows go in one statement rather than an ``executemany``: sqlite3
     releases the GIL for every statement it steps, and each time the flushing thread then waits
     to take it back from the worker threads, a context switch per row."""
-    names, constants = _sqlite_parameter_names()
+    _, names, constants = _sqlite_compiled()
     columns = names[: len(COLUMNS)]
     tail = tuple(constants[name] for name in names[len(COLUMNS) :])
     for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
@@ -138,20 +138,20 @@ def _sqlite_statements(rows: list[dict[str, Any]]) -> Iterator[tuple[str, tuple[
 
 
 @functools.cache
-def _sqlite_parameter_names() -> tuple[tuple[str, ...], dict[str, Any]]:
-    """The upsert's parameters in order (the row's columns, then the constants of its ON CONFLICT
-    clause), and the constants' values."""
+def _sqlite_compiled() -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """SQLAlchemy's SQLite upsert for one row, its parameters in order (the row's columns, then the
+    constants of its ON CONFLICT clause), and the constants' values."""
     compiled = _upsert("sqlite").compile(dialect=sqlite.dialect(), column_keys=list(COLUMNS))
     assert compiled.positiontup is not None
     names = tuple(compiled.positiontup)
     assert names[: len(COLUMNS)] == COLUMNS, names
-    return names, dict(compiled.params)
+    return compiled.string, names, dict(compiled.params)
 
 
 @functools.cache
 def _sqlite_upsert(rows: int) -> str:
-    """The SQLite upsert for ``rows`` rows: SQLAlchemy's statement with its VALUES group repeated."""
-    statement = _upsert("sqlite").compile(dialect=sqlite.dialect(), column_keys=list(COLUMNS)).string
+    """The SQLite upsert for ``rows`` rows: the one-row statement with its VALUES group repeated."""
+    statement = _sqlite_compiled()[0]
     group = "(" + ", ".join("?" * len(COLUMNS)) + ")"
     head, found, tail = statement.partition(f"VALUES {group}")
     assert found, statement
@@ -202,7 +202,6 @@ class BatchJobRecorder:
         """Build the statements and open a pooled connection now (at worker boot), not during
         the first batch."""
         if self.engine.dialect.name == "sqlite":
-            _sqlite_parameter_names()
             _sqlite_upsert(SQLITE_ROWS_PER_STATEMENT)
         else:
             _upsert(self.engine.dialect.name)

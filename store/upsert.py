@@ -15,7 +15,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 
 def _insert(connection: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
-    name = connection.dialect.name
+    return _insert_for(connection.dialect.name, table)
+
+
+def _insert_for(name: str, table: Table) -> postgresql.Insert | sqlite.Insert:
     if name == "postgresql":
         return postgresql.insert(table)
     if name == "sqlite":
@@ -35,9 +38,7 @@ def insert_if_absent(
 
 @functools.lru_cache(maxsize=64)
 def _insert_if_absent(dialect: str, table: Table, keys: tuple[str, ...]) -> Any:
-    if dialect not in ("postgresql", "sqlite"):
-        raise NotImplementedError(f"edujobs supports PostgreSQL and SQLite, not {dialect}")
-    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    insert = _insert_for(dialect, table)
     # RETURNING, not rowcount: psycopg reports rowcount -1 for INSERT ... ON CONFLICT here.
     return insert.on_conflict_do_nothing(index_elements=list(keys)).returning(table.c[keys[0]])
 
