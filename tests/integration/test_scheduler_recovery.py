@@ -1,6 +1,7 @@
-"""The scheduler after things went wrong, with a controllable clock, on PostgreSQL (and RabbitMQ for
-the crash): the last-fire gauge after a restart or failover, retries within the misfire policy with
-backoff, a tick's publishing bound, a crash between claim and send, stored schedules whose actor is gone."""
+"""The scheduler after things went wrong, with a controllable clock, on PostgreSQL and the real
+RabbitMQ: the last-fire gauge after a restart or failover, retries within the misfire policy with
+backoff, a tick's publishing bound, a crash between claim and send, stored schedules whose actor is
+gone (there a recording ``Outbox`` shows that nothing was sent)."""
 
 from __future__ import annotations
 
@@ -66,16 +67,19 @@ def empty_gauge() -> Iterator[None]:
 
 def test_the_last_fire_gauge_is_filled_from_the_record_at_start_up_and_on_taking_the_lead(
     engine: Engine,  # noqa: F811
+    topology: str,  # noqa: F811
     empty_gauge: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(brokers.client, "_default", Client(topology, signing_key=b"test-signing-key"))
     # Given a scheduler (another process: its gauge is not ours) that fired the weekly digests
-    outbox = Outbox()
-    other = scheduler(engine, outbox, DIGESTS, holder="a")
+    # through RabbitMQ
+    other = scheduler(engine, send_to_rabbitmq, DIGESTS, holder="a")
     other.start(now=at("2026-11-20T12:00"))
     other.tick(at("2026-11-22T03:00:05"))
     assert gauge("weekly-digests") is None
     # When this process starts (a restart: nothing fired here yet)
-    standby = scheduler(engine, outbox, DIGESTS, holder="b", on_last_enqueued=report_last_enqueued)
+    standby = scheduler(engine, send_to_rabbitmq, DIGESTS, holder="b", on_last_enqueued=report_last_enqueued)
     standby.start(now=at("2026-11-22T03:00:06"))
     # Then the gauge says when the recorded fire was enqueued, without waiting a week for the next
     [first] = enqueued_at(engine, "weekly-digests")
@@ -88,6 +92,8 @@ def test_the_last_fire_gauge_is_filled_from_the_record_at_start_up_and_on_taking
     assert standby.leading
     [_, second] = enqueued_at(engine, "weekly-digests")
     assert second != first and gauge("weekly-digests") == second
+    # And the two fires are the two messages in RabbitMQ
+    assert depth(topology, "notifications") == 2
 
 
 class Clock:
