@@ -1,8 +1,9 @@
-"""What the edujobs broker publishes on the real RabbitMQ: timestamps, and dead letters that
-arrive or fail loudly, never vanish."""
+"""What the edujobs broker publishes on the real RabbitMQ: timestamps, dead letters that arrive or
+fail loudly, never vanish, and acks (batched by the consumer thread) that all arrive."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -101,3 +102,37 @@ def test_dead_letter_headers_show_a_scrubbed_error_and_the_end_of_the_traceback(
     # And the traceback is bounded, keeping its end, where the error was raised
     assert len(traceback) <= dlq.HEADER_TRACEBACK_LIMIT
     assert traceback.endswith("in step_199\nPermanentError: unknown [Filtered]\n")
+
+
+def test_acks_from_many_threads_at_once_all_reach_rabbitmq(broker: EdujobsBroker, amqp_url: str) -> None:
+    # Given 200 messages in a queue, consumed by the edujobs consumer with 50 prefetched
+    for n in range(200):
+        broker.enqueue(message(str(n)))
+    consumer = broker.consume("maintenance", prefetch=50, timeout=100)
+    received = []
+    try:
+        # When 8 threads ack them as they come, in bursts, while the consumer thread reads on
+        lock = threading.Lock()
+        done: list[object] = []
+
+        def ack_all(batch: list[object]) -> None:
+            for m in batch:
+                consumer.ack(m)  # type: ignore[arg-type]
+            with lock:
+                done.extend(batch)
+
+        deadline = time.monotonic() + 30
+        while len(done) < 200 and time.monotonic() < deadline:
+            m = next(consumer)
+            if m is not None:
+                received.append(m)
+            if len(received) == 25 or (received and m is None):
+                burst, received[:] = list(received), []
+                for part in (burst[i::8] for i in range(8)):
+                    threading.Thread(target=ack_all, args=(part,)).start()
+        # Then every ack arrived: nothing is unacked, and nothing comes back once the consumer
+        # has closed (an unacked message would be put back ready)
+        assert len(done) == 200
+    finally:
+        consumer.close()
+    assert depth(amqp_url, "maintenance") == 0
