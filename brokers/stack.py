@@ -134,10 +134,12 @@ def job_state(settings: Settings) -> list[Middleware]:
 
 @functools.cache
 def _engine(url: str) -> Any:
-    """One engine per database for the middleware of this process."""
+    """One engine per database for the middleware of this process. The middleware write only job
+    state (a crash may lose its last batch anyway), so on SQLite their commits are not synced to
+    disk one by one; the actors' own engine (the ledger) still is."""
     from store.db import make_engine
 
-    return make_engine(url)
+    return make_engine(url, sync_each_commit=False)
 
 
 def queue_pauses(settings: Settings) -> list[Middleware]:

@@ -81,6 +81,33 @@ def test_a_sqlite_engine_creates_its_directory_and_uses_wal_foreign_keys_and_a_b
     assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 30_000}
 
 
+def test_only_an_engine_for_losable_writes_skips_syncing_each_commit(tmp_path: Path) -> None:
+    # Given the default engine and one for job state (which may lose its last batch in a crash)
+    url = f"sqlite:///{tmp_path}/edujobs.db"
+    durable, losable = make_engine(url), make_engine(url, sync_each_commit=False)
+    # When each connects
+    levels = []
+    for engine in (durable, losable):
+        with engine.connect() as connection:
+            levels.append(connection.exec_driver_sql("PRAGMA synchronous").scalar())
+        engine.dispose()
+    # Then the default syncs every commit (FULL = 2) and the other only at checkpoints (NORMAL = 1)
+    assert levels == [2, 1]
+
+
+def test_the_workers_middleware_engine_is_the_losable_one(tmp_path: Path) -> None:
+    # Given the engine brokers.setup hands to the job-state, pause and cancellation middleware
+    from brokers.stack import _engine
+
+    engine = _engine(f"sqlite:///{tmp_path}/edujobs.db")
+    # When it connects
+    with engine.connect() as connection:
+        level = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+    engine.dispose()
+    # Then its commits (job state only) are synced at checkpoints
+    assert level == 1
+
+
 def test_get_engine_follows_the_configured_database_url(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
