@@ -10,13 +10,15 @@ A cancelled job is never overwritten.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import Engine, Table, and_, case, func
+from sqlalchemy import Dialect, Engine, Table, and_, case, func
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from store.models import JobRecord
 
@@ -90,58 +92,82 @@ def apply_changes(engine: Engine, changes: Sequence[StateChange]) -> int:
     rows = merge(changes)
     if not rows:
         return 0
+    writer = _WRITERS.get((engine.dialect.name, engine.dialect.driver))
     with engine.begin() as connection:
-        if engine.dialect.name == "sqlite":
-            for statement, parameters in _sqlite_statements(rows):
-                connection.exec_driver_sql(statement, parameters)
-        else:
+        if writer is None:
+            # Another driver: SQLAlchemy converts the values and batches the rows itself.
             for row in rows:
                 for column in TIMES:
                     if row[column] is not None:
                         row[column] = datetime.fromtimestamp(row[column], UTC)
-            # One parameter set per row: the statement compiles once per dialect and is cached,
-            # and SQLAlchemy batches the rows into multi-row INSERTs itself ("insertmanyvalues").
             connection.execute(_upsert(engine.dialect.name), rows)
+        else:
+            for statement, parameters in _statements(writer, rows):
+                connection.exec_driver_sql(statement, parameters)
     return len(rows)
 
 
-#: Rows per SQLite statement: 13 parameters each, well under SQLite's 32,766.
-SQLITE_ROWS_PER_STATEMENT = 250
+#: Rows per statement: 16 parameters each, well under SQLite's 32,766 and PostgreSQL's 65,535.
+ROWS_PER_STATEMENT = 250
 
 
-def _sqlite_statements(rows: list[dict[str, Any]]) -> Iterator[tuple[str, tuple[Any, ...]]]:
-    """Multi-row SQLite upserts of ``rows`` and their parameters.
+def _sqlite_time(at: float) -> str:
+    # The text SQLAlchemy's SQLite DATETIME writes: UTC wall time to the microsecond.
+    return datetime.fromtimestamp(at, UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
-    Values are converted here as SQLAlchemy's column types would (times as UTC text,
-    ``result_summary`` as JSON), without its per-value processing, which cost a worker more than
-    the write itself. And many rows go in one statement rather than an ``executemany``: sqlite3
-    releases the GIL for every statement it steps, and each time the flushing thread then waits
-    to take it back from the worker threads, a context switch per row."""
-    _, names, constants = _sqlite_compiled()
+
+def _aware_time(at: float) -> datetime:
+    return datetime.fromtimestamp(at, UTC)
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """How one driver takes the batch: the dialect to compile the upsert for (positional
+    parameters) and how a time is passed."""
+
+    dialect: Dialect
+    time: Callable[[float], Any]
+
+
+_WRITERS = {
+    ("sqlite", "pysqlite"): _Writer(sqlite.dialect(), _sqlite_time),
+    ("postgresql", "psycopg"): _Writer(PGDialect_psycopg(paramstyle="format"), _aware_time),  # type: ignore[no-untyped-call]
+}
+
+
+def _statements(writer: _Writer, rows: list[dict[str, Any]]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """Multi-row upserts of ``rows`` and their positional parameters.
+
+    Values are converted here as SQLAlchemy's column types would (times as the driver takes them,
+    ``result_summary`` as JSON text), without its per-value processing, which cost a worker more
+    than the write itself. And many rows go in one statement rather than an ``executemany``:
+    sqlite3 releases the GIL for every statement it steps, psycopg runs Python for every row it
+    pipelines, and each GIL hand-over costs the busy worker threads a context switch."""
+    _, names, constants = _compiled(writer)
     columns = names[: len(COLUMNS)]
     tail = tuple(constants[name] for name in names[len(COLUMNS) :])
-    for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
-        chunk = rows[start : start + SQLITE_ROWS_PER_STATEMENT]
+    to_time = writer.time
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
         parameters: list[Any] = []
         for row in chunk:
             for column in TIMES:
                 at = row[column]
                 if at is not None:
-                    # The text SQLAlchemy's SQLite DATETIME writes: UTC wall time to the microsecond.
-                    row[column] = (
-                        datetime.fromtimestamp(at, UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-                    )
+                    row[column] = to_time(at)
+            # JSON null for no summary, as SQLAlchemy's JSON type writes None.
             row["result_summary"] = orjson.dumps(row["result_summary"]).decode()
             parameters.extend(row[name] for name in columns)
         parameters.extend(tail)
-        yield _sqlite_upsert(len(chunk)), tuple(parameters)
+        yield _multi_row(writer, len(chunk)), tuple(parameters)
 
 
 @functools.cache
-def _sqlite_compiled() -> tuple[str, tuple[str, ...], dict[str, Any]]:
-    """SQLAlchemy's SQLite upsert for one row, its parameters in order (the row's columns, then the
-    constants of its ON CONFLICT clause), and the constants' values."""
-    compiled = _upsert("sqlite").compile(dialect=sqlite.dialect(), column_keys=list(COLUMNS))
+def _compiled(writer: _Writer) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """SQLAlchemy's upsert for one row, compiled for ``writer``'s dialect: the statement, its
+    parameters in order (the row's columns, then the constants of its ON CONFLICT clause), and the
+    constants' values."""
+    compiled = _upsert(writer.dialect.name).compile(dialect=writer.dialect, column_keys=list(COLUMNS))
     assert compiled.positiontup is not None
     names = tuple(compiled.positiontup)
     assert names[: len(COLUMNS)] == COLUMNS, names
@@ -149,13 +175,14 @@ def _sqlite_compiled() -> tuple[str, tuple[str, ...], dict[str, Any]]:
 
 
 @functools.cache
-def _sqlite_upsert(rows: int) -> str:
-    """The SQLite upsert for ``rows`` rows: the one-row statement with its VALUES group repeated."""
-    statement = _sqlite_compiled()[0]
-    group = "(" + ", ".join("?" * len(COLUMNS)) + ")"
-    head, found, tail = statement.partition(f"VALUES {group}")
-    assert found, statement
-    return f"{head}VALUES {', '.join([group] * rows)}{tail}"
+def _multi_row(writer: _Writer, rows: int) -> str:
+    """The upsert for ``rows`` rows: the one-row statement with its VALUES group repeated."""
+    statement = _compiled(writer)[0]
+    head, found, rest = statement.partition("VALUES (")
+    group, found_end, tail = rest.partition(") ON CONFLICT")
+    assert found and found_end, statement
+    values = ", ".join([f"({group})"] * rows)
+    return f"{head}VALUES {values} ON CONFLICT{tail}"
 
 
 @functools.cache
@@ -201,9 +228,10 @@ class BatchJobRecorder:
     def prepare(self) -> None:
         """Build the statements and open a pooled connection now (at worker boot), not during
         the first batch."""
-        if self.engine.dialect.name == "sqlite":
-            _sqlite_upsert(SQLITE_ROWS_PER_STATEMENT)
-        else:
+        writer = _WRITERS.get((self.engine.dialect.name, self.engine.dialect.driver))
+        if writer is None:
             _upsert(self.engine.dialect.name)
+        else:
+            _multi_row(writer, ROWS_PER_STATEMENT)
         with self.engine.connect():
             pass

@@ -1,4 +1,4 @@
-"""Job state recorded in batches on PostgreSQL, as the worker's middleware does it."""
+"""Job state recorded in batches on PostgreSQL and SQLite, as the worker's middleware does it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from middleware.job_state import JobState, JobUpdate
 from store.db import make_engine
-from store.job_batch import BatchJobRecorder
+from store.job_batch import ROWS_PER_STATEMENT, BatchJobRecorder
 from store.jobs import JobStore
 from store.migrate import upgrade
 
@@ -77,6 +77,21 @@ def test_a_batch_records_each_jobs_last_state(any_engine: Engine) -> None:
     recorder.apply([update("m2", "running", attempts=2), update("m2", "dead", attempts=2, error="gone")])
     second = jobs.get("m2")
     assert second is not None and (second.state, second.attempts, second.error) == ("dead", 2, "gone")
+
+
+def test_a_batch_larger_than_one_statement_records_every_job(any_engine: Engine) -> None:
+    # Given 600 jobs that ran and succeeded in one batch (more rows than one statement takes)
+    recorder = BatchJobRecorder(any_engine)
+    assert ROWS_PER_STATEMENT < 600
+    changes = [update(f"m{n}", "running", attempts=1) for n in range(600)]
+    changes += [update(f"m{n}", "succeeded", result_summary={"n": n}) for n in range(600)]
+    # When it is written
+    recorder.apply(changes)
+    # Then every job is there with its own result, the last statement's included
+    jobs = JobStore(any_engine)
+    for n in (0, ROWS_PER_STATEMENT - 1, ROWS_PER_STATEMENT, 599):
+        job = jobs.get(f"m{n}")
+        assert job is not None and (job.state, job.result_summary, job.attempts) == ("succeeded", {"n": n}, 1)
 
 
 @pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
