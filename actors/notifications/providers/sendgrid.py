@@ -65,6 +65,9 @@ class SendGridMailer:
     ) -> None:
         self.client = SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
         self.client.client.timeout = timeout
+        # SendGrid's documented ``client.mail.send.post(...)``, its path built once: each attribute
+        # of that chain builds a new python_http_client.Client, twice per email otherwise.
+        self._mail_send = self.client.client.mail.send
         self.from_email = from_email
         self.from_name = from_name
 
@@ -143,7 +146,7 @@ class SendGridMailer:
 
     def _post(self, body: dict[str, Any]) -> str | None:
         try:
-            response = self.client.send(body)
+            response = self._mail_send.post(request_body=body)
         except HTTPError as e:
             raise translate_http_error(e) from None
         except TimeoutError as e:
