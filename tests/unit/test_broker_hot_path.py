@@ -13,7 +13,8 @@ from dramatiq.errors import DecodeError
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware, MiddlewareError
 
-from brokers.rabbitmq import EdujobsBroker, EdujobsMessage, decode_message
+from brokers.consumer import EdujobsMessage, decode_message
+from brokers.rabbitmq import EdujobsBroker
 
 
 class Recording(Middleware):
