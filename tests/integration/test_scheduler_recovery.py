@@ -1,7 +1,7 @@
 """The scheduler after things went wrong, with a controllable clock, on PostgreSQL and the real
 RabbitMQ: the last-fire gauge after a restart or failover, retries within the misfire policy with
 backoff, a tick's publishing bound, a crash between claim and send, stored schedules whose actor is
-gone (there a recording ``Outbox`` shows that nothing was sent)."""
+gone."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 import brokers.client
 from brokers.client import Client, message_id_for
+from brokers.topology import DOMAIN_QUEUES
 from schedules.crontab import Schedule
 from schedules.fire import send as send_to_rabbitmq
 from schedules.scheduler import add_schedule, dynamic_job_id, fire_key, job_store, list_schedules
@@ -30,7 +31,6 @@ from tests.integration.test_dlq import topology  # noqa: F401  (fixture)
 from tests.integration.test_scheduler import (  # noqa: F401  (engine: fixture)
     DIGESTS,
     SKIPPY,
-    Outbox,
     at,
     engine,
     fires,
@@ -231,8 +231,11 @@ def test_a_scheduler_dying_between_claim_and_send_is_recovered_by_one_resend(
 
 def test_a_stored_run_time_schedule_whose_actor_is_gone_is_paused_at_start_up(
     engine: Engine,  # noqa: F811
+    topology: str,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(brokers.client, "_default", Client(topology, signing_key=b"test-signing-key"))
     # Given a run-time schedule stored by an earlier release whose actor has since been removed,
     # with a fire that failed back then
     now = at("2026-11-20T10:00")
@@ -262,8 +265,7 @@ def test_a_stored_run_time_schedule_whose_actor_is_gone_is_paused_at_start_up(
             )
         )
     # When the scheduler starts and ticks through the schedule's next fire time
-    outbox = Outbox()
-    s = scheduler(engine, outbox)
+    s = scheduler(engine, send_to_rabbitmq)
     with caplog.at_level(logging.ERROR, logger="schedules.scheduler"):
         s.start(now=now)
     for minutes in range(0, 24 * 60, 30):
@@ -272,9 +274,9 @@ def test_a_stored_run_time_schedule_whose_actor_is_gone_is_paused_at_start_up(
     [logged] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert "old-digest is paused" in logged.getMessage()
     assert "unknown actor 'notifications.send_old_digest'" in logged.getMessage()
-    # And nothing was sent or retried; the failed fire is recorded as skipped, the schedule listed
-    # without next runs
-    assert outbox.sent == []
+    # And nothing was sent or retried: no message in any queue of RabbitMQ; the failed fire is
+    # recorded as skipped, the schedule listed without next runs
+    assert {queue: depth(topology, queue) for queue in DOMAIN_QUEUES} == dict.fromkeys(DOMAIN_QUEUES, 0)
     assert fires(engine) == [("old-digest", "2026-11-20T07:00:00+00:00", "skipped")]
     [row] = list_schedules(engine, (), "UTC", now=now)
     assert row["name"] == "old-digest" and row["next"] == []
