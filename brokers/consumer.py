@@ -75,13 +75,19 @@ class EdujobsConsumer(_RabbitmqConsumer):
         self._acks_scheduled = False
 
     def ack(self, message: MessageProxy) -> None:
+        if self._forget(message, "ack"):
+            self._schedule_ack(message._tag)
+
+    def _forget(self, message: MessageProxy, action: str) -> bool:
+        """Take ``message``'s delivery tag out of the known ones; False (logged) if it was not
+        there (delivered on an earlier connection: RabbitMQ has put it back already)."""
         assert isinstance(message, _RabbitmqMessage)
         try:
             self.known_tags.remove(message._tag)
         except KeyError:
-            logger.warning("Failed to ack message %s: not in known tags.", message.message_id)
-            return
-        self._schedule_ack(message._tag)
+            logger.warning("Failed to %s message %s: not in known tags.", action, message.message_id)
+            return False
+        return True
 
     def _schedule_ack(self, tag: int) -> None:
         """Queue ``tag`` for the consumer thread to ack (any thread). One wake-up of the consumer
@@ -190,10 +196,7 @@ class EdujobsConsumer(_RabbitmqConsumer):
     def nack(self, message: MessageProxy) -> None:
         """Dead-letter ``message`` with its record (confirmed), then ack the original."""
         assert isinstance(message, _RabbitmqMessage)
-        try:
-            self.known_tags.remove(message._tag)
-        except KeyError:
-            logger.warning("Failed to dead-letter message %s: not in known tags.", message.message_id)
+        if not self._forget(message, "dead-letter"):
             return
         try:
             record = message.options.get("dead_letter") or _record_from_exception(

@@ -46,9 +46,11 @@ def make_engine(url: str, *, sync_each_commit: bool = True, **options: Any) -> E
         if not in_memory and not parsed.query.get("uri"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, **options)
-        event.listen(engine, "connect", _tune_sqlite)
-        if not sync_each_commit:
-            event.listen(engine, "connect", _sync_at_checkpoints)
+        event.listen(
+            engine,
+            "connect",
+            functools.partial(_tune_sqlite, synchronous="FULL" if sync_each_commit else "NORMAL"),
+        )
         return engine
     engine = create_engine(parsed, **options)
     if not options.get("pool_pre_ping"):
@@ -89,20 +91,13 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError(f"idle connection failed its ping: {e}") from e
 
 
-def _tune_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
+def _tune_sqlite(dbapi_connection: Any, connection_record: Any, *, synchronous: str) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    finally:
-        cursor.close()
-
-
-def _sync_at_checkpoints(dbapi_connection: Any, connection_record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
     finally:
         cursor.close()
 

@@ -92,7 +92,7 @@ def apply_changes(engine: Engine, changes: Sequence[StateChange]) -> int:
     rows = merge(changes)
     if not rows:
         return 0
-    writer = _WRITERS.get((engine.dialect.name, engine.dialect.driver))
+    writer = _writer_for(engine)
     with engine.begin() as connection:
         if writer is None:
             # Another driver: SQLAlchemy converts the values and batches the rows itself.
@@ -133,6 +133,11 @@ _WRITERS = {
     ("sqlite", "pysqlite"): _Writer(sqlite.dialect(), _sqlite_time),
     ("postgresql", "psycopg"): _Writer(PGDialect_psycopg(paramstyle="format"), _aware_time),  # type: ignore[no-untyped-call]
 }
+
+
+def _writer_for(engine: Engine) -> _Writer | None:
+    """The one-statement writer of ``engine``'s driver, if it has one."""
+    return _WRITERS.get((engine.dialect.name, engine.dialect.driver))
 
 
 def _statements(writer: _Writer, rows: list[dict[str, Any]]) -> Iterator[tuple[str, tuple[Any, ...]]]:
@@ -228,7 +233,7 @@ class BatchJobRecorder:
     def prepare(self) -> None:
         """Build the statements and open a pooled connection now (at worker boot), not during
         the first batch."""
-        writer = _WRITERS.get((self.engine.dialect.name, self.engine.dialect.driver))
+        writer = _writer_for(self.engine)
         if writer is None:
             _upsert(self.engine.dialect.name)
         else:
