@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import email.utils
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sendgrid import SendGridAPIClient
 
 from actors.notifications.providers.retry_after import parse_retry_after
 from actors.notifications.providers.sendgrid import Attachment, Email, SendGridMailer
@@ -59,6 +61,31 @@ def test_an_email_arrives_field_by_field(sendgrid: FakeSendGrid) -> None:
     assert body["categories"] == ["welcome"]
     assert body["custom_args"] == {"message_id": "m1"}
     assert base64.b64decode(body["attachments"][0]["content"]) == b"a,b\n"
+
+
+def test_the_request_is_the_one_the_sdk_itself_makes(sendgrid: FakeSendGrid) -> None:
+    # The mailer hands the SDK's _make_request a request through an opener it built once: the
+    # method, path, headers and body must be those of the SDK's own client.mail.send.post.
+    adapter = mailer(sendgrid)
+    body = adapter.body(EMAIL)
+    adapter.post(body)
+    SendGridAPIClient(api_key="SG.key", host=sendgrid.url).client.mail.send.post(request_body=body)
+    ours, sdk = sendgrid.requests
+    assert (ours.method, ours.path) == (sdk.method, sdk.path) == ("POST", "/v3/mail/send")
+    skip = {"content-length", "host", "connection"}
+    assert {k: v for k, v in ours.headers.items() if k not in skip} == {
+        k: v for k, v in sdk.headers.items() if k not in skip
+    }
+    assert ours.json() == sdk.json()
+
+
+def test_threads_sharing_one_mailer_each_get_their_own_answer(sendgrid: FakeSendGrid) -> None:
+    adapter = mailer(sendgrid)
+    emails = [Email(to=f"s{n}@example.edu", subject=f"n{n}", text="t", html="h") for n in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(adapter.send, emails))
+    assert len(set(ids)) == 40 and all(ids)
+    assert sorted(r.json()["subject"] for r in sendgrid.requests) == sorted(e.subject for e in emails)
 
 
 def test_429_is_a_rate_limit_carrying_retry_after(sendgrid: FakeSendGrid) -> None:
