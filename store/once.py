@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from contracts.errors import EdujobsError, InProgressError, ProviderUnavailableError
-from store.ledger import Ledger
+from store.ledger import Claim, Ledger
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,14 @@ def perform_once(
 ) -> Outcome:
     """Run ``action`` (which returns the provider's id, if any) unless ``key`` was done already."""
     claim = ledger.claim(key, channel=channel, actor_name=actor_name, message_id=message_id, user_id=user_id)
+    return perform_claimed(ledger, key, claim, channel=channel, action=action)
+
+
+def perform_claimed(
+    ledger: Ledger, key: str, claim: Claim, *, channel: str, action: Callable[[], str | None]
+) -> Outcome:
+    """``perform_once`` after its claim: for a caller that claimed ``key`` itself (with
+    ``Ledger.claim_and_read``, say)."""
     if not claim.acquired:
         if claim.status == "pending":
             raise InProgressError(f"{channel} delivery {key} is being performed by another attempt")

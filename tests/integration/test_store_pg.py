@@ -6,8 +6,7 @@ with AUTOCOMMIT and dropped afterwards: ``tests.services.postgres_database``).
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -27,6 +26,7 @@ from store.migrate import current, heads, target_metadata, upgrade
 from store.models import Attendance, Delivery, Grade, Intervention, User
 from store.seed import AlreadySeededError, seed
 from tests.services import postgres_database
+from tests.threads import all_at_once
 
 pytestmark = pytest.mark.integration
 
@@ -46,26 +46,6 @@ def engine(pg_url: str) -> Iterator[Engine]:
     engine = make_engine(pg_url, pool_size=10)
     yield engine
     engine.dispose()
-
-
-def all_at_once(count: int, work: Callable[[], T]) -> list[T]:
-    """Run ``work`` in ``count`` threads released together; return their results."""
-    barrier = threading.Barrier(count)
-    results: list[T] = []
-    lock = threading.Lock()
-
-    def run() -> None:
-        barrier.wait()
-        result = work()
-        with lock:
-            results.append(result)
-
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 def test_upgrade_creates_exactly_the_schema_of_the_models(pg_url: str) -> None:
