@@ -89,19 +89,17 @@ _COMPLETE = (
 
 _INSERTED = "claim_inserted_"
 _FOUND = "claim_read_found_"
-_CLAIM_COLUMNS = ("idempotency_key", "channel", "actor_name", "message_id", "user_id", "claimed_at", "status",
-                  "attempts")  # fmt: skip
 
 
 @functools.lru_cache(maxsize=16)
-def _claim_and_read(read: Select[Any]) -> Select[Any]:
+def _claim_and_read(read: Select[Any], columns: tuple[str, ...]) -> Select[Any]:
     """PostgreSQL: ``WITH claim AS (INSERT ... ON CONFLICT DO NOTHING RETURNING ...) SELECT (SELECT
     count(*) FROM claim), r.* FROM (SELECT 1) LEFT JOIN (read) r ON true``: one row whatever the
     read finds, saying whether the claim inserted its row, and the read's row (its marker column
-    is NULL when it found none). The claim's values are bound as ``claim_<column>``."""
+    is NULL when it found none). The claim's ``columns`` are bound as ``claim_<column>``."""
     claim = (
         postgresql.insert(_deliveries)
-        .values({name: bindparam(f"claim_{name}") for name in _CLAIM_COLUMNS})
+        .values({name: bindparam(f"claim_{name}") for name in columns})
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(_deliveries.c.idempotency_key)
         .cte("claim")
@@ -186,7 +184,7 @@ class Ledger:
             values = _new_row(key, channel, actor_name, message_id, user_id, now, status=PENDING, attempts=1)
             bound = {**parameters, **{f"claim_{name}": value for name, value in values.items()}}
             with self._autocommit.connect() as connection:
-                row = dict(connection.execute(_claim_and_read(read), bound).one()._mapping)
+                row = dict(connection.execute(_claim_and_read(read, tuple(values)), bound).one()._mapping)
             inserted, found = row.pop(_INSERTED), row.pop(_FOUND)
             read_row = row if found is not None else None
             if inserted:

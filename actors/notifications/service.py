@@ -29,7 +29,7 @@ from contracts.errors import ConfigurationError, RecipientError
 from store.db import autocommit, get_engine
 from store.ledger import RETAKEABLE, SENT, Claim, Ledger
 from store.models import User
-from store.once import perform_claimed, perform_once
+from store.once import Outcome, perform_claimed, perform_once
 from store.storage import get_storage
 
 logger = logging.getLogger(__name__)
@@ -193,6 +193,10 @@ def deliver_once(
         user_id=user_id,
         action=send,
     )
+    return _delivery_result(idempotency_key, outcome)
+
+
+def _delivery_result(idempotency_key: str, outcome: Outcome) -> DeliveryResult:
     status = "sent" if outcome.status == "done" else "duplicate"
     return DeliveryResult(status, idempotency_key, outcome.provider_message_id)
 
@@ -255,8 +259,7 @@ def send_email(
     outcome = perform_claimed(
         ledger, idempotency_key, claim, channel="email", action=lambda: mailer.send(email)
     )
-    status = "sent" if outcome.status == "done" else "duplicate"
-    return DeliveryResult(status, idempotency_key, outcome.provider_message_id)
+    return _delivery_result(idempotency_key, outcome)
 
 
 def _give_back(ledger: Ledger, key: str, claim: Claim, error: BaseException) -> None:
