@@ -38,7 +38,13 @@ class TransientError(EdujobsError):
     """Raised when a later attempt may succeed; the message is retried with backoff.
 
     ``retry_after`` (seconds), when set, is the least delay before the next attempt.
+
+    ``spends_retry`` is False for an error that means "not yet" rather than "failed" (another
+    attempt holds the side effect): the message is retried after ``retry_after`` (else the
+    minimum backoff) without counting one of its retries.
     """
+
+    spends_retry: bool = True
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -78,4 +84,9 @@ class ProviderUnavailableError(TransientError):
 
 
 class InProgressError(TransientError):
-    """Raised when another attempt holds the ledger entry of the same side effect right now."""
+    """Raised when another attempt holds the ledger entry of the same side effect right now.
+
+    It does not spend a retry: the message looks again after ``retry_after`` (set by the raiser
+    to when the other attempt's claim can be judged), however long that takes."""
+
+    spends_retry = False

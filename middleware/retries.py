@@ -7,7 +7,9 @@
 - anything else is retried with exponential backoff and full jitter from ``min_backoff`` up to the
   actor's ``max_backoff``, ``max_retries`` times, then dead-lettered with reason ``retries_exhausted``.
 
-An attempt interrupted by the worker's shutdown (``Shutdown``) is requeued without spending a retry.
+An attempt interrupted by the worker's shutdown (``Shutdown``) is requeued without spending a retry,
+and so is one that raised an error whose ``spends_retry`` is False (``InProgressError``: another
+attempt holds the side effect), after its ``retry_after``.
 
 It stamps ``first_failure_at`` into the message options so the dead letter can say when trouble began.
 """
@@ -75,6 +77,14 @@ class Retries(DramatiqRetries):
                 "Message %s interrupted by shutdown; requeued without using a retry.", message.message_id
             )
             broker.enqueue(cast(Message[Any], message), delay=1000)
+            return
+
+        if getattr(exception, "spends_retry", True) is False:
+            # "Not yet" (InProgressError: another attempt holds the side effect): look again once
+            # that attempt can be judged, without counting a retry.
+            delay = self._delay(message, actor.options, 0, exception)
+            logger.info("Message %s waits %d ms for another attempt.", message.message_id, delay)
+            broker.enqueue(cast(Message[Any], message), delay=delay)
             return
 
         retries = message.options.setdefault("retries", 0)
