@@ -395,11 +395,14 @@ def app_from_settings() -> FastAPI:
     from brokers.settings import get_settings
     from schedules.service import load_crontab
     from store.db import get_engine
+    from store.migrate import check_migrated
 
     settings = get_settings()
+    engine = get_engine()
+    check_migrated(engine)  # NotMigratedError: the API starts only on a migrated database
     return create_app(
         rabbitmq_url=settings.rabbitmq_url,
-        engine=get_engine(),
+        engine=engine,
         client=default_client(),
         management_url=settings.rabbitmq_management_url,
         max_body_bytes=settings.api_max_body_bytes,
