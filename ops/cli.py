@@ -142,17 +142,24 @@ def contracts_export(
 @jobs_app.command("show")
 def jobs_show(
     message_id: Annotated[str, typer.Argument(help="The message id that send printed")],
+    reveal: Annotated[
+        bool,
+        typer.Option(
+            "--reveal", help="Show the error and result as recorded, personal data included (audited)"
+        ),
+    ] = False,
+    operator: Operator = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
-    """Show a job's state, progress, attempts, error and result."""
+    """Show a job's state, progress, attempts, error and result (personal data redacted unless --reveal)."""
     from rich.table import Table
 
-    from store.jobs import JobStore, job_fields
+    from ops.api_jobs import show_job
+    from ops.dlq import default_operator
 
-    job = JobStore(database()).get(message_id)
-    if job is None:
+    fields = show_job(database(), message_id, reveal=reveal, operator=operator or default_operator())
+    if fields is None:
         raise fail(f"no job {message_id!r} recorded (was it sent, and has a worker seen it yet?)")
-    fields: dict[str, Any] = job_fields(job)
     if as_json:
         print(json.dumps(fields, default=str))
         return
