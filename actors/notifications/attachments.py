@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 
 from actors.notifications.errors import AttachmentNotAllowedError, AttachmentTooLargeError
 from actors.notifications.providers.sendgrid import Attachment
-from contracts.notifications import check_attachable
-from store.storage import InvalidKeyError, check_key, get_storage
+from contracts.notifications import ATTACHMENTS_PREFIX, check_attachable
+from store.storage import InvalidKeyError, Storage, check_key, get_storage
 
 #: SendGrid refuses messages over 30 MB; base64 adds a third.
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
@@ -28,6 +28,7 @@ def load_attachments(attachments: Sequence[Mapping[str, str]]) -> list[Attachmen
     storage = get_storage()
     files, total = [], 0
     for item in attachments:
+        check_stays_local(storage, item["storage_key"])
         content = storage.get_bytes(item["storage_key"])  # ObjectNotFoundError is permanent
         total += len(content)
         if total > MAX_ATTACHMENT_BYTES:
@@ -47,3 +48,14 @@ def check_attachment_key(key: str) -> None:
         check_key(key)
     except (ValueError, InvalidKeyError) as e:
         raise AttachmentNotAllowedError(str(e)) from None
+
+
+def check_stays_local(storage: Storage, key: str) -> None:
+    """On local storage, refuse a key under ``attachments/`` that is a symbolic link (or lies in a
+    linked directory) leading out of it, e.g. to ``backups/``: whoever can write there could
+    otherwise attach what the prefix exists to keep out."""
+    path, prefix = storage.local_path(key), storage.local_path(ATTACHMENTS_PREFIX.rstrip("/"))
+    if path is None or prefix is None:
+        return  # S3 has no links: a key is the object
+    if not path.resolve().is_relative_to(prefix.resolve()):
+        raise AttachmentNotAllowedError(f"{key!r} is not attachable: it links outside {ATTACHMENTS_PREFIX}")

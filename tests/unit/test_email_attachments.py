@@ -67,3 +67,12 @@ def test_the_worker_refuses_a_key_outside_attachments_before_reading(storage: Lo
 def test_a_file_under_attachments_is_read(storage: LocalStorage) -> None:
     [attachment] = load_attachments([{"storage_key": "attachments/7/q1.pdf", "filename": "q1.pdf"}])
     assert (attachment.filename, attachment.content) == ("q1.pdf", b"%PDF-1.4")
+
+
+def test_a_link_under_attachments_to_a_backup_is_refused(storage: LocalStorage) -> None:
+    # Given a symbolic link under attachments/ that leads to the backup
+    link = storage.path("attachments/7/report.pdf")
+    link.symlink_to(storage.path("backups/2026-12-01/edujobs.sqlite3"))
+    # When it is attached, Then it is refused as leading out of attachments/, and nothing is read
+    with pytest.raises(AttachmentNotAllowedError, match="links outside attachments/"):
+        load_attachments([{"storage_key": "attachments/7/report.pdf", "filename": "report.pdf"}])
