@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ops.cli_common import AsJson, Operator, err, fail, progress
 from ops.dlq import DeadLetterError, DeadLetters, NotFound, Selection, default_operator
@@ -48,6 +49,12 @@ def _when(ms: Any) -> str:
     if not ms:
         return ""
     return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _row(table: Table, *cells: Any) -> None:
+    # Plain text, never console markup: a dead letter's fields are whatever its producer wrote, and
+    # "[/x]" in an error would make rich raise instead of showing it.
+    table.add_row(*(Text(str(cell)) for cell in cells))
 
 
 def _run(action: Any) -> Any:
@@ -84,7 +91,7 @@ def stats(as_json: AsJson = False) -> None:
                 if group
                 else ("", "", "", "", "")
             )
-            table.add_row(*head, *tail)
+            _row(table, *head, *tail)
     console.print(table)
 
 
@@ -106,8 +113,8 @@ def list_(
     table = Table("#", "id", "actor", "reason", "attempts", "last failure", "fingerprint", "error")
     for x in letters:
         s = x.summary()
-        table.add_row(
-            str(s["position"]), s["id"], s["actor"], s["reason"], str(s["attempts"] or ""),
+        _row(
+            table, s["position"], s["id"], s["actor"], s["reason"], s["attempts"] or "",
             _when(s["last_failure_at"]), s["fingerprint"], s["error"][:60],
         )  # fmt: skip
     console.print(table)
@@ -132,7 +139,7 @@ def show(
         if key in ("first_failure_at", "last_failure_at", "message_timestamp"):
             value = _when(value)
         shown = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
-        table.add_row(key, shown)
+        _row(table, key, shown)
     console.print(table)
 
 
@@ -233,7 +240,7 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
     verb = "would " + result["action"] if result["dry_run"] else result["action"] + "d"
     console.print(f"{verb} {result['count']} dead letters of {result['queue']}", highlight=False)
     for skipped in result["skipped"]:
-        console.print(f"  skipped {skipped['id']}: {skipped['why']}", highlight=False)
+        console.print(f"  skipped {skipped['id']}: {skipped['why']}", highlight=False, markup=False)
 
 
 @dlq_app.command("export")

@@ -173,7 +173,8 @@ class DeadLetters:
             method, properties, body = channel.basic_get(xq, auto_ack=False)
             if method is None:
                 return held
-            letter = parse(xq, len(held), body, properties.headers or {}, properties.priority)
+            headers = properties.headers if isinstance(properties.headers, dict) else {}
+            letter = parse(xq, len(held), body, headers, properties.priority, properties.timestamp)
             held.append(_Held(letter, method.delivery_tag))
 
     def _check_queue(self, queue: str) -> str:
@@ -328,8 +329,8 @@ class DeadLetters:
                     letter = held.letter
                     if not selection.matches(letter, now_ms):
                         continue
-                    if letter.message is None:
-                        result.skipped.append({"id": letter.id, "why": "the body is not a Dramatiq message"})
+                    if letter.problem is not None:
+                        result.skipped.append({"id": letter.id, "why": redact(letter.problem)})
                         continue
                     if dry_run:
                         result.ids.append(letter.id)
@@ -355,7 +356,7 @@ class DeadLetters:
             channel.basic_publish(
                 exchange="",
                 routing_key=letter.queue,
-                body=requeued_body(letter, now_ms),
+                body=requeued_body(letter.for_requeue(), now_ms),
                 properties=pika.BasicProperties(
                     delivery_mode=2,
                     priority=letter.priority,
