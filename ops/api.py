@@ -296,7 +296,8 @@ def create_app(
     def dlq_stats(
         service: Dlq, _caller: Annotated[Caller, Depends(require("ops:read"))]
     ) -> list[dict[str, Any]]:
-        """Per queue: count, oldest failure, causes grouped by fingerprint with a sample error."""
+        """Per queue: count, oldest failure, causes grouped by fingerprint with a sample error, and
+        how many letters were archived to storage (``archived``; null if storage cannot tell)."""
         return service.stats()
 
     @app.get("/v1/dlq/{queue}", tags=["dead letters"])
@@ -309,10 +310,18 @@ def create_app(
         fingerprint: str | None = None,
         since_ms: Annotated[int | None, Query(ge=0)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+        archived: bool = False,
     ) -> list[dict[str, Any]]:
-        """A queue's dead letters, oldest first (nothing is removed or reordered)."""
+        """A queue's dead letters, oldest first (nothing is removed or reordered); ``archived``:
+        those archived to storage before their TTL."""
         letters = service.list(
-            queue, actor=actor, reason=reason, fingerprint=fingerprint, since_ms=since_ms, limit=limit
+            queue,
+            actor=actor,
+            reason=reason,
+            fingerprint=fingerprint,
+            since_ms=since_ms,
+            limit=limit,
+            archived=archived,
         )
         return [letter.summary() for letter in letters]
 
@@ -323,11 +332,14 @@ def create_app(
         service: Dlq,
         caller: Annotated[Caller, Depends(require("ops:read"))],
         reveal: bool = False,
+        archived: bool = False,
     ) -> dict[str, Any]:
-        """One dead letter; personal data redacted unless ``reveal`` (needs ops:write, audit-logged)."""
+        """One dead letter (``archived``: of the archive); personal data redacted unless ``reveal``
+        (needs ops:write, audit-logged)."""
         if reveal:
             check_scope(caller, "ops:write")
-        return service.show(dead_letter_id, queue=queue, reveal=reveal, operator=f"token:{caller.name}")
+        operator = f"token:{caller.name}"
+        return service.show(dead_letter_id, queue=queue, reveal=reveal, operator=operator, archived=archived)
 
     @app.post("/v1/dlq/{queue}/requeue", tags=["dead letters"])
     def dlq_requeue(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import datetime
 import hashlib
 import json
 import math
@@ -30,6 +29,7 @@ from typing import Any
 
 from brokers.dlq import shape_problem
 from brokers.topology import canonical
+from store.dead_letter_archive import json_safe
 
 #: Options that belong to one life of a message and are reset when it is requeued.
 RESET_OPTIONS = (
@@ -46,8 +46,6 @@ RESET_OPTIONS = (
 #: A body nested deeper than this is shown raw: showing it would recurse that deep (a worker could
 #: not decode 10,000 levels either), and no edujobs message comes near it.
 MAX_DEPTH = 64
-#: Header tables nested deeper than this are cut (``…``) when shown.
-MAX_HEADER_DEPTH = 8
 #: Record texts longer than this are cut when shown (a worker keeps 4,000 characters of traceback).
 MAX_TEXT = 10_000
 #: Times a dead letter's record may carry, in milliseconds: after 1970 and before the year 10000
@@ -110,6 +108,8 @@ class DeadLetter:
     #: Why the letter cannot be requeued (None: its body is a well-formed Dramatiq message); anything
     #: else would only be dead-lettered again as undecodable.
     problem: str | None = None
+    #: For a letter read from the archive: when it was archived (ms) and the archive file.
+    archived: dict[str, Any] | None = None
 
     @property
     def decoded(self) -> bool:
@@ -147,6 +147,7 @@ class DeadLetter:
             "fingerprint": self.fingerprint,
             "worker": self.record.get("worker", ""),
             "decoded": self.decoded,
+            **({"archived": self.archived} if self.archived is not None else {}),
         }
 
     def _revealable(self, data: dict[str, Any], reveal: bool) -> dict[str, Any]:
@@ -221,7 +222,7 @@ def parse(
 ) -> DeadLetter:
     """Read one dead letter, whatever its body and headers; an undecodable body keeps its bytes and
     its record from the headers. ``timestamp`` (AMQP, seconds) stands in for an unknown last failure."""
-    clean = {str(k): _json_safe(v, MAX_HEADER_DEPTH) for k, v in headers.items()}
+    clean = {str(k): json_safe(v) for k, v in headers.items()}
     loaded, problem = _load(body)
     message = loaded if isinstance(loaded, dict) and "message_id" in loaded else None
     if message is None and problem is None:
@@ -311,11 +312,7 @@ def _text(value: Any, limit: int) -> str:
         return ""
     if isinstance(value, bytes):
         value = value.decode(errors="replace")
-    text = (
-        value
-        if isinstance(value, str)
-        else json.dumps(_json_safe(value, MAX_HEADER_DEPTH), ensure_ascii=False)
-    )
+    text = value if isinstance(value, str) else json.dumps(json_safe(value), ensure_ascii=False)
     return text if len(text) <= limit else text[:limit] + "…"
 
 
@@ -336,26 +333,6 @@ def _time_ms(value: Any) -> int | None:
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         return None
     return int(value) if 0 < value < MAX_TIME_MS else None
-
-
-def _json_safe(value: Any, depth: int) -> Any:
-    """An AMQP header value as JSON can carry it: bytes as text, decimals and times as strings,
-    tables cut below ``depth`` levels."""
-    if value is None or isinstance(value, str | bool | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    if depth <= 0 and isinstance(value, dict | list | tuple):
-        return "…"
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v, depth - 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v, depth - 1) for v in value]
-    return str(value)
 
 
 def requeued_body(letter: DeadLetter, now_ms: int) -> bytes:

@@ -12,6 +12,11 @@ the selected ones; every other message goes back untouched when the channel clos
 the confirm and the ack leaves the dead letter in place and the message requeued, which is at worst a
 duplicate with the same message id, deduplicated by the ledger: nothing is ever lost.
 
+Dead letters about to expire are moved to the archive in storage by ``maintenance.archive_dead_letters``
+(``store.dead_letter_archive``); ``archived=True`` lists, shows and exports those, read from
+storage and shown exactly as live ones (same ids, same redaction). A letter archived twice (a crash
+between the archive and its removal from ``Q.XQ``) is shown once.
+
 Every requeue, purge, export and reveal is audited; an action that fails halfway is audited too,
 with what it did before failing.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import getpass
+import hashlib
 import json
 import logging
 import time
@@ -36,6 +42,8 @@ from sqlalchemy import Engine
 from brokers.topology import DOMAIN_QUEUES, canonical, dead_letter_queue
 from contracts.errors import EdujobsError
 from ops.dead_letter import REDACTED, DeadLetter, parse, redact, requeued_body
+from store import dead_letter_archive
+from store.storage import Storage, StorageError
 
 __all__ = [
     "REDACTED",
@@ -132,11 +140,22 @@ class DeadLetters:
         engine: Engine | None = None,
         queues: tuple[str, ...] = DOMAIN_QUEUES,
         timeout: float = 10.0,
+        storage: Storage | None = None,
     ) -> None:
         self.parameters = pika.URLParameters(url.split(";")[0])
         self.engine = engine
         self.queues = queues
         self.timeout = timeout
+        self._storage = storage
+
+    @property
+    def storage(self) -> Storage:
+        """Where the archive is: the one given, else the configured storage (``EDUJOBS_STORAGE_URL``)."""
+        if self._storage is None:
+            from store.storage import get_storage
+
+            self._storage = get_storage()
+        return self._storage
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -192,6 +211,23 @@ class DeadLetters:
             channel = connection.channel()
             return [h.letter for h in self._hold(channel, name)]
 
+    def _read_archive(self, queue: str) -> Iterator[DeadLetter]:
+        seen: set[tuple[bytes, Any, Any]] = set()
+        try:
+            for position, stored in enumerate(dead_letter_archive.read(self.storage, queue)):
+                # The same letter archived twice is one letter, shown once.
+                same = (hashlib.sha1(stored.body).digest(), stored.timestamp, repr(stored.headers))
+                if same in seen:
+                    continue
+                seen.add(same)
+                letter = parse(
+                    queue, position, stored.body, stored.headers, stored.priority, stored.timestamp
+                )
+                letter.archived = {"archived_at": stored.archived_at, "file": stored.key}
+                yield letter
+        except StorageError as e:
+            raise DeadLetterError(f"the dead-letter archive cannot be read: {e}") from None
+
     def list(
         self,
         queue: str,
@@ -201,10 +237,13 @@ class DeadLetters:
         since_ms: int | None = None,
         fingerprint: str | None = None,
         limit: int | None = None,
+        archived: bool = False,
     ) -> list[DeadLetter]:
-        """The dead letters of ``queue`` (oldest first) matching every given filter."""
+        """The dead letters of ``queue`` (oldest first) matching every given filter; with
+        ``archived``, those of its archive."""
         found = []
-        for letter in self.read(queue):
+        letters = self._read_archive(self._check_queue(queue)) if archived else self.read(queue)
+        for letter in letters:
             if actor is not None and letter.actor != actor:
                 continue
             if reason is not None and letter.reason != reason:
@@ -247,17 +286,30 @@ class DeadLetters:
                     "count": len(letters),
                     "oldest": min((x.last_failure_at for x in letters), default=None),
                     "groups": sorted(groups.values(), key=lambda g: -int(g["count"])),
+                    "archived": self._archived_count(queue),
                 }
             )
         return result
 
-    def find(self, dead_letter_id: str, queue: str | None = None) -> DeadLetter:
-        """The dead letter with this id (searched in ``queue`` or in every queue)."""
+    def _archived_count(self, queue: str) -> int | None:
+        """How many letters the queue's archive holds (None, logged, if storage cannot tell)."""
+        try:
+            return dead_letter_archive.count(self.storage, queue)
+        except Exception as e:  # the live figures matter more than the archive's: never fail stats
+            logger.warning("Cannot count the archived dead letters of %s: %s", queue, e)
+            return None
+
+    def find(self, dead_letter_id: str, queue: str | None = None, *, archived: bool = False) -> DeadLetter:
+        """The dead letter with this id (searched in ``queue`` or in every queue; with
+        ``archived``, in the archive)."""
         for name in (self._check_queue(queue),) if queue else self.queues:
-            for letter in self.read(name):
+            letters = self._read_archive(name) if archived else iter(self.read(name))
+            for letter in letters:
                 if letter.id == dead_letter_id:
                     return letter
-        raise NotFound(f"no dead letter {dead_letter_id!r} (see `edujobs dlq list QUEUE` for the ids)")
+        where = "archived dead letter" if archived else "dead letter"
+        hint = "list QUEUE --archived" if archived else "list QUEUE"
+        raise NotFound(f"no {where} {dead_letter_id!r} (see `edujobs dlq {hint}` for the ids)")
 
     def show(
         self,
@@ -266,11 +318,14 @@ class DeadLetters:
         queue: str | None = None,
         reveal: bool = False,
         operator: str | None = None,
+        archived: bool = False,
     ) -> dict[str, Any]:
-        """A dead letter in detail; ``reveal`` shows personal data and is audit-logged."""
-        letter = self.find(dead_letter_id, queue)
+        """A dead letter in detail (with ``archived``, one of the archive); ``reveal`` shows
+        personal data and is audit-logged."""
+        letter = self.find(dead_letter_id, queue, archived=archived)
         if reveal:
-            self._audit(operator, "dlq.reveal", letter.queue, {"id": letter.id, "count": 1})
+            details = {"id": letter.id, "count": 1, **({"archived": True} if archived else {})}
+            self._audit(operator, "dlq.reveal", letter.queue, details)
         return letter.detail(reveal=reveal)
 
     def export(
@@ -281,21 +336,24 @@ class DeadLetters:
         reveal: bool = False,
         destination: str = "",
         operator: str | None = None,
+        archived: bool = False,
     ) -> int:
         """Write every dead letter of ``queue`` as one JSON line each (nothing removed); return how
         many. Personal data is redacted unless ``reveal``; the export is audited either way (who, how
         many, to where), even when writing fails halfway."""
         name = self._check_queue(queue)
         written = 0
+        exported = {"archived": True} if archived else {}
         try:
-            for letter in self.read(name):
+            for letter in self._read_archive(name) if archived else self.read(name):
                 write(json.dumps(letter.export(reveal=reveal), default=str) + "\n")
                 written += 1
         except BaseException as e:
             details = {"count": written, "file": destination, "revealed": reveal, "failed": _describe(e)}
-            self._audit_even_if_failing(operator, "dlq.export", name, details)
+            self._audit_even_if_failing(operator, "dlq.export", name, details | exported)
             raise
-        self._audit(operator, "dlq.export", name, {"count": written, "file": destination, "revealed": reveal})
+        details = {"count": written, "file": destination, "revealed": reveal}
+        self._audit(operator, "dlq.export", name, details | exported)
         return written
 
     # -- actions --------------------------------------------------------------------------------

@@ -82,6 +82,8 @@ def odd_letters() -> list[OddLetter]:
     # A long run of address characters without an @ took the redaction's e-mail pattern minutes.
     huge = _message(kwargs={"blob": "é" * 500_000, "note": "a" * 200_000})
     plain = _message()
+    # Python's json writes NaN and Infinity, which JSON (and the API's responses) do not allow.
+    non_finite = _message(args=[float("nan"), float("inf")])
     odd_headers = {
         "x-edujobs-reason": 42,
         "x-edujobs-attempts": "three",
@@ -117,6 +119,7 @@ def odd_letters() -> list[OddLetter]:
         OddLetter("huge", _encoded(huge), None, True, plain_id(huge)),
         OddLetter("odd-headers", b"\x00\xff garbage", odd_headers, False),
         OddLetter("far-future-times", b"garbage", far_future, False),
+        OddLetter("non-finite-numbers", _encoded(non_finite), None, False),
         OddLetter("no-properties", _encoded(plain), None, True, plain_id(plain)),
     ]
 
