@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from actors.maintenance.dead_letters import archive_dead_letters
 from brokers import dlq as records
+from brokers.queue_stats import QueueDepth, QueueStatsReader, vhost_of
 from ops.cli import app
 from ops.dlq import DeadLetters
 from store import dead_letter_archive, tokens
@@ -28,6 +29,8 @@ from tests.integration.test_dlq import engine, topology  # noqa: F401  (fixtures
 from tests.integration.test_dlq_cli import env  # noqa: F401  (fixture)
 from tests.integration.test_dlq_odd_letters import api  # noqa: F401  (fixture)
 from tests.odd_letters import KEY, publish_odd_letters
+from tests.services import MANAGEMENT_URL
+from tests.worker import wait_until
 
 DAY_MS = 86_400_000
 TTL_MS, MARGIN_MS = 14 * DAY_MS, 2 * DAY_MS
@@ -226,3 +229,28 @@ def test_queues_never_declared_have_nothing_to_archive(amqp_url: str, storage: L
         "academics",
         "maintenance",
     }
+
+
+def test_the_oldest_dead_letter_s_age_and_the_ttl_are_read_from_rabbitmq(topology: str) -> None:  # noqa: F811
+    # Given a dead letter 13 days old ahead of a fresh one, in a Q.XQ declared with the 14-day TTL
+    aged_dead_letter(topology, {"user_id": 1}, age_days=13)
+    aged_dead_letter(topology, {"user_id": 2}, age_days=0)
+    reader = QueueStatsReader(
+        management_url=MANAGEMENT_URL.replace("://", "://guest:guest@"),
+        vhost=vhost_of(topology),
+        queues=("maintenance",),
+    )
+    # When the metrics read the queue figures (RabbitMQ refreshes them every few seconds)
+    found: list[QueueDepth] = []
+
+    def read() -> bool:
+        found[:] = reader.read()
+        return found[0].dead == 2 and found[0].dead_oldest_age_seconds is not None
+
+    wait_until(read, what="the figures")
+    reader.close()
+    # Then the oldest dead letter's age is 13 days, and the TTL is the one RabbitMQ applies
+    [depth_] = found
+    assert depth_.dead_oldest_age_seconds is not None
+    assert 13 * 86_400 - 60 < depth_.dead_oldest_age_seconds < 13 * 86_400 + 60
+    assert depth_.dead_ttl_seconds == 14 * 86_400
