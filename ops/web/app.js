@@ -137,6 +137,11 @@ async function loadDeadLetters() {
     td.colSpan = 8;
     body.appendChild(tr);
   }
+  // Letters archived before their TTL are read with `edujobs dlq list QUEUE --archived`.
+  const archived = stats.filter((q) => q.archived).map((q) => `${q.queue} ${q.archived}`);
+  $("#dlq-archived").textContent = archived.length
+    ? `Archived to storage (edujobs dlq list QUEUE --archived): ${archived.join(", ")}.`
+    : "";
 }
 
 async function showGroup(queue, fingerprint) {
