@@ -53,7 +53,7 @@ MAX_TEXT = 10_000
 MAX_TIME_MS = 253_402_300_800_000
 #: A message id used as the dead letter's id (in URLs and commands); any other id is replaced by
 #: ``raw-`` and a hash of the body.
-_PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}$")
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}")
 
 REDACTED = "[redacted]"
 _SENSITIVE_KEY = re.compile(
@@ -236,7 +236,7 @@ def parse(
     if record["last_failure_at"] is None and isinstance(timestamp, int) and not isinstance(timestamp, bool):
         record["last_failure_at"] = _time_ms(timestamp * 1000)
     message_id = message.get("message_id") if message is not None else None
-    if isinstance(message_id, str) and _PLAIN_ID.match(message_id):
+    if isinstance(message_id, str) and _PLAIN_ID.fullmatch(message_id):
         ident = message_id
     else:
         ident = "raw-" + hashlib.sha1(body).hexdigest()[:16]

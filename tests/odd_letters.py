@@ -115,6 +115,7 @@ def odd_letters() -> list[OddLetter]:
         OddLetter("message-id-object", _encoded(with_dict_id), _headers(), False),
         OddLetter("message-id-path", _encoded(with_path_id), None, True),
         OddLetter("message-id-long", _encoded(with_long_id), None, True),
+        OddLetter("message-id-newline", _encoded(_message(message_id="line\nbreak\n")), None, True),
         OddLetter("actor-name-list", _encoded(with_list_actor), _headers(), False),
         OddLetter("huge", _encoded(huge), None, True, plain_id(huge)),
         OddLetter("odd-headers", b"\x00\xff garbage", odd_headers, False),
