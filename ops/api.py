@@ -5,8 +5,9 @@
   job, each request audited (``ops.enqueue``); scope ``enqueue:<queue>``.
 - ``GET /v1/jobs/{id}``: a job's state (``store.jobs``); scope ``ops:read``.
 - ``GET /v1/dlq``, ``GET /v1/dlq/{queue}``, ``GET /v1/dlq/{queue}/{id}``, ``POST /v1/dlq/{queue}/requeue``,
-  ``POST /v1/dlq/{queue}/purge``: dead-letter review and actions (``ops.dlq``, the same code as the CLI);
-  scopes ``ops:read`` / ``ops:write``; every action is audit-logged under the token's name.
+  ``POST /v1/dlq/{queue}/purge``: dead-letter review and actions (``ops.dlq``, the same code as the CLI;
+  ``?archived=true`` reads the letters archived to storage); scopes ``ops:read`` / ``ops:write``;
+  every action is audit-logged under the token's name.
 - ``POST /v1/jobs/{id}/cancel``: cancel a queued or running job (``store.jobs.cancel``); ``ops:write``.
 - ``GET /v1/queues``, ``POST /v1/queues/{queue}/pause`` and ``/resume``: queue figures and control
   (``ops.queues``, the same code as the CLI); ``ops:read`` / ``ops:write``.
