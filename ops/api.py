@@ -5,8 +5,9 @@
   job, each request audited (``ops.enqueue``); scope ``enqueue:<queue>``.
 - ``GET /v1/jobs/{id}``: a job's state (``store.jobs``); scope ``ops:read``.
 - ``GET /v1/dlq``, ``GET /v1/dlq/{queue}``, ``GET /v1/dlq/{queue}/{id}``, ``POST /v1/dlq/{queue}/requeue``,
-  ``POST /v1/dlq/{queue}/purge``: dead-letter review and actions (``ops.dlq``, the same code as the CLI);
-  scopes ``ops:read`` / ``ops:write``; every action is audit-logged under the token's name.
+  ``POST /v1/dlq/{queue}/purge``: dead-letter review and actions (``ops.dlq``, the same code as the CLI;
+  ``?archived=true`` reads the letters archived to storage); scopes ``ops:read`` / ``ops:write``;
+  every action is audit-logged under the token's name.
 - ``POST /v1/jobs/{id}/cancel``: cancel a queued or running job (``store.jobs.cancel``); ``ops:write``.
 - ``GET /v1/queues``, ``POST /v1/queues/{queue}/pause`` and ``/resume``: queue figures and control
   (``ops.queues``, the same code as the CLI); ``ops:read`` / ``ops:write``.
@@ -305,7 +306,8 @@ def create_app(
     def dlq_stats(
         service: Dlq, _caller: Annotated[Caller, Depends(require("ops:read"))]
     ) -> list[dict[str, Any]]:
-        """Per queue: count, oldest failure, causes grouped by fingerprint with a sample error."""
+        """Per queue: count, oldest failure, causes grouped by fingerprint with a sample error, and
+        how many letters were archived to storage (``archived``; null if storage cannot tell)."""
         return service.stats()
 
     @app.get("/v1/dlq/{queue}", tags=["dead letters"])
@@ -318,10 +320,18 @@ def create_app(
         fingerprint: str | None = None,
         since_ms: Annotated[int | None, Query(ge=0)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+        archived: bool = False,
     ) -> list[dict[str, Any]]:
-        """A queue's dead letters, oldest first (nothing is removed or reordered)."""
+        """A queue's dead letters, oldest first (nothing is removed or reordered); ``archived``:
+        those archived to storage before their TTL."""
         letters = service.list(
-            queue, actor=actor, reason=reason, fingerprint=fingerprint, since_ms=since_ms, limit=limit
+            queue,
+            actor=actor,
+            reason=reason,
+            fingerprint=fingerprint,
+            since_ms=since_ms,
+            limit=limit,
+            archived=archived,
         )
         return [letter.summary() for letter in letters]
 
@@ -332,11 +342,14 @@ def create_app(
         service: Dlq,
         caller: Annotated[Caller, Depends(require("ops:read"))],
         reveal: bool = False,
+        archived: bool = False,
     ) -> dict[str, Any]:
-        """One dead letter; personal data redacted unless ``reveal`` (needs ops:write, audit-logged)."""
+        """One dead letter (``archived``: of the archive); personal data redacted unless ``reveal``
+        (needs ops:write, audit-logged)."""
         if reveal:
             check_scope(caller, "ops:write")
-        return service.show(dead_letter_id, queue=queue, reveal=reveal, operator=f"token:{caller.name}")
+        operator = f"token:{caller.name}"
+        return service.show(dead_letter_id, queue=queue, reveal=reveal, operator=operator, archived=archived)
 
     @app.post("/v1/dlq/{queue}/requeue", tags=["dead letters"])
     def dlq_requeue(
