@@ -45,9 +45,9 @@ def parse_duration_ms(value: str, option: str) -> int:
 
 def _service() -> DeadLetters:
     from brokers.settings import get_settings
-    from store.db import get_engine
+    from ops.cli_common import database
 
-    return DeadLetters(get_settings().rabbitmq_url, engine=get_engine())
+    return DeadLetters(get_settings().rabbitmq_url, engine=database())
 
 
 def _when(ms: Any) -> str:

@@ -29,18 +29,21 @@ from typing import Any
 
 from brokers.dlq import shape_problem
 from brokers.topology import canonical
+from contracts.signing import STATE_OPTIONS, STATE_SIGNATURE_OPTION, Keyring, reseal_state
 from store.dead_letter_archive import json_safe
 
 #: Options that belong to one life of a message and are reset when it is requeued.
-RESET_OPTIONS = (
-    "retries",
-    "dead_letter",
-    "dead_letter_reason",
-    "dead_letter_exception",
-    "traceback",
-    "first_failure_at",
-    "requeue_timestamp",
-    "eta",
+RESET_OPTIONS = frozenset(
+    {
+        # The delivery state of its last life (the requeue starts a new one) and its signature,
+        *STATE_OPTIONS,
+        STATE_SIGNATURE_OPTION,
+        # what the worker wrote when it dead-lettered it, and what earlier versions wrote there.
+        "dead_letter",
+        "dead_letter_reason",
+        "dead_letter_exception",
+        "traceback",
+    }
 )
 
 #: A body nested deeper than this is shown raw: showing it would recurse that deep (a worker could
@@ -335,23 +338,29 @@ def _time_ms(value: Any) -> int | None:
     return int(value) if 0 < value < MAX_TIME_MS else None
 
 
-def requeued_body(letter: DeadLetter, now_ms: int) -> bytes:
-    """The message as it is republished: same id, actor, arguments and signature; retries reset;
-    the dead letter's record kept as ``options["requeued_from"]``."""
+def requeued_body(letter: DeadLetter, now_ms: int, keyring: Keyring) -> bytes:
+    """The message as it is republished: same id, actor, arguments, options and sender signature;
+    its delivery state reset (retries, eta...), the dead letter's record kept as
+    ``options["requeued_from"]``, that state signed with ``keyring`` (``contracts.signing``).
+    Raises ``SignatureError`` when the letter's own signature does not check out with the keys
+    (a forgery, or a key since rotated out): a worker would dead-letter it again, so it is not sent."""
     assert letter.message is not None
     message = dict(letter.message)
-    options = dict(message.get("options") or {})
-    record = options.get("dead_letter") or letter.record
-    for key in RESET_OPTIONS:
-        options.pop(key, None)
+    options = {
+        key: value for key, value in (message.get("options") or {}).items() if key not in RESET_OPTIONS
+    }
+    # The record as parsed (typed), not as the letter carries it: anyone may have written that.
+    record = letter.record
+    attempts = record.get("attempts")
     options["requeued_from"] = {
         "dead_letter_id": letter.id,
-        "message_id": message.get("message_id"),
-        "reason": record.get("reason", ""),
-        "fingerprint": record.get("fingerprint", ""),
-        "attempts": record.get("attempts"),
+        "message_id": str(message.get("message_id")),
+        "reason": str(record.get("reason") or ""),
+        "fingerprint": str(record.get("fingerprint") or ""),
+        "attempts": attempts if type(attempts) is int else None,
         "at": now_ms,
     }
     message["options"] = options
     message["queue_name"] = letter.queue
+    reseal_state(keyring, message)
     return json.dumps(message, separators=(",", ":")).encode()

@@ -26,7 +26,9 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from brokers.settings import get_settings
 from brokers.topology import dead_letter_queue
+from contracts.signing import SignatureError
 from ops.dead_letter import REDACTED, DeadLetter, redact, requeued_body
 from ops.dlq_review import DeadLetterError, DeadLetterReview, NotFound, default_operator, describe_error
 
@@ -114,6 +116,7 @@ class DeadLetters(DeadLetterReview):
         name = self._check_queue(queue)
         result = ActionResult("requeue", name, dry_run)
         now_ms = int(time.time() * 1000)
+        keyring = self.keyring or get_settings().keyring()
         in_both: list[str] = []  # published but not removed: the failure struck between the two
         try:
             with self._connection() as connection:
@@ -128,10 +131,16 @@ class DeadLetters(DeadLetterReview):
                     if letter.problem is not None:
                         result.skipped.append({"id": letter.id, "why": redact(letter.problem)})
                         continue
+                    try:
+                        body = requeued_body(letter.for_requeue(), now_ms, keyring)
+                    except SignatureError as e:
+                        why = f"its signature does not check out with the accepted keys ({e})"
+                        result.skipped.append({"id": letter.id, "why": why + ": it would die again"})
+                        continue
                     if dry_run:
                         result.ids.append(letter.id)
                         continue
-                    self._republish(channel, letter, now_ms, done=result.count)
+                    self._republish(channel, letter, body, now_ms, done=result.count)
                     in_both.append(letter.id)
                     if after_publish is not None:
                         after_publish(letter)
@@ -147,12 +156,14 @@ class DeadLetters(DeadLetterReview):
             self._audit(operator, "dlq.requeue", name, _details(result, selection))
         return result
 
-    def _republish(self, channel: BlockingChannel, letter: DeadLetter, now_ms: int, *, done: int) -> None:
+    def _republish(
+        self, channel: BlockingChannel, letter: DeadLetter, body: bytes, now_ms: int, *, done: int
+    ) -> None:
         try:
             channel.basic_publish(
                 exchange="",
                 routing_key=letter.queue,
-                body=requeued_body(letter.for_requeue(), now_ms),
+                body=body,
                 properties=pika.BasicProperties(
                     delivery_mode=2,
                     priority=letter.priority,

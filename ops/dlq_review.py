@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 
 from brokers.topology import DOMAIN_QUEUES, canonical, dead_letter_queue
 from contracts.errors import EdujobsError
+from contracts.signing import Keyring
 from ops.dead_letter import DeadLetter, parse, redact
 from store import dead_letter_archive
 from store.storage import Storage, StorageError
@@ -71,12 +72,15 @@ class DeadLetterReview:
         queues: tuple[str, ...] = DOMAIN_QUEUES,
         timeout: float = 10.0,
         storage: Storage | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self.parameters = pika.URLParameters(url.split(";")[0])
         self.engine = engine
         self.queues = queues
         self.timeout = timeout
         self._storage = storage
+        #: The keys a requeue signs the message's new delivery state with (default: the settings').
+        self.keyring = keyring
 
     @property
     def storage(self) -> Storage:

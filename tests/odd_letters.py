@@ -18,6 +18,7 @@ from typing import Any
 import pika
 
 from brokers import dlq as records
+from contracts.signing import sign_message
 from tests.amqp import dramatiq_message
 
 KEY = b"test-signing-key"
@@ -41,6 +42,15 @@ def _headers(error: str = "the body is not a Dramatiq message") -> dict[str, Any
 
 
 def _message(**changes: Any) -> dict[str, Any]:
+    """A message signed as it is (odd ids and arguments included): a requeue keeps its signature."""
+    message = dramatiq_message("testing.record", "maintenance", {"value": "odd"}, key=None)
+    message.update(changes)
+    sign_message(KEY, message)
+    return message
+
+
+def _mangled(**changes: Any) -> dict[str, Any]:
+    """A signed message whose fields were then given types no producer could sign."""
     message = dramatiq_message("testing.record", "maintenance", {"value": "odd"}, key=KEY)
     message.update(changes)
     return message
@@ -59,9 +69,9 @@ def _nested(levels: int) -> dict[str, Any]:
 
 def odd_letters() -> list[OddLetter]:
     """Every odd letter of the corpus (about 3 MB in all, the huge one included)."""
-    with_list_options = _message(options=[1, "two"])
-    with_string_options = _message(options="eta=0")
-    with_null_options = _message(options=None)
+    with_list_options = _mangled(options=[1, "two"])
+    with_string_options = _mangled(options="eta=0")
+    with_null_options = _mangled(options=None)
     with_forged_record = _message()
     with_forged_record["options"]["dead_letter"] = ["not", "a", "record"]
     with_odd_record = _message()
@@ -75,15 +85,15 @@ def odd_letters() -> list[OddLetter]:
         "traceback": None,
     }
     with_deep_kwargs = _message(kwargs={"deep": _nested(600)})
-    with_dict_id = _message(message_id={"a": 1})
+    with_dict_id = _mangled(message_id={"a": 1})
     with_path_id = _message(message_id="../../etc/passwd")
     with_long_id = _message(message_id="x" * 5000)
-    with_list_actor = _message(actor_name=["testing.record"])
+    with_list_actor = _mangled(actor_name=["testing.record"])
     # A long run of address characters without an @ took the redaction's e-mail pattern minutes.
     huge = _message(kwargs={"blob": "é" * 500_000, "note": "a" * 200_000})
     plain = _message()
     # Python's json writes NaN and Infinity, which JSON (and the API's responses) do not allow.
-    non_finite = _message(args=[float("nan"), float("inf")])
+    non_finite = _mangled(args=[float("nan"), float("inf")])
     odd_headers = {
         "x-edujobs-reason": 42,
         "x-edujobs-attempts": "three",
