@@ -7,6 +7,7 @@ packages import from this work tree.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,10 @@ FILES = (
 
 def main(argv: list[str]) -> int:
     package = sdist.prepare(FILES)
-    return int(pytest.main(["-p", "tests.conformance.plugin", "--timeout", "120", *argv, str(package)]))
+    ours = Path(__file__).with_name("dramatiq_behaviour.py")
+    return int(
+        pytest.main(["-p", "tests.conformance.plugin", "--timeout", "120", *argv, str(package), str(ours)])
+    )
 
 
 if __name__ == "__main__":

@@ -114,6 +114,49 @@ EXPECTATIONS: dict[str, Expectation] = {
         "letter's reason is age_limit",
         AssertionError,
     ),
+    # -- dramatiq_behaviour.py (ours: what the sdist has no test for) -----------------------------
+    "dramatiq_behaviour.py::test_retry_when_decides_whether_a_failure_is_retried[full]": Expectation(
+        "bug",
+        "middleware/retries.py replaces Dramatiq's after_process_message without reading the "
+        "retry_when actor option, which Dramatiq's actor_options still accept: the actor is retried "
+        "max_retries times (6 attempts) instead of while retry_when says so (4) (issue 14, finding 18)",
+        AssertionError,
+    ),
+    "dramatiq_behaviour.py::test_on_retry_exhausted_sends_a_message_to_the_named_actor[full]": Expectation(
+        "bug",
+        "middleware/retries.py never reads the on_retry_exhausted option, which is accepted at "
+        "declaration: the named actor is never sent the exhausted message (issue 14, finding 18)",
+        AssertionError,
+    ),
+    "dramatiq_behaviour.py::test_expected_failures_are_not_logged_above_info": Expectation(
+        "bug",
+        "EdujobsBroker.dead_letter (brokers/rabbitmq.py) logs every dead letter at WARNING, those of "
+        "an exception the actor declared with throws= too, where Dramatiq logs an expected failure "
+        "at INFO (issue 14, finding 20)",
+        AssertionError,
+    ),
+    "dramatiq_behaviour.py::test_a_message_interrupted_by_shutdown_spends_a_retry[full]": Expectation(
+        "difference",
+        "an attempt interrupted by the worker's shutdown (Shutdown) is re-enqueued without spending a "
+        "retry, even with max_retries=0: a deploy is not the job's failure (middleware/retries.py)",
+        AssertionError,
+    ),
+    "dramatiq_behaviour.py::test_an_odd_eta_means_now[full-non_numeric]": (
+        Expectation(
+            "difference",
+            "a message whose eta is not a number is dead-lettered as undecodable (kept byte for byte) "
+            "where Dramatiq's worker warns and runs it at once",
+            AssertionError,
+        )
+    ),
+    "dramatiq_behaviour.py::test_an_odd_eta_means_now[bare-non_numeric]": (
+        Expectation(
+            "difference",
+            "a message whose eta is not a number is dead-lettered as undecodable (kept byte for byte) "
+            "where Dramatiq's worker warns and runs it at once",
+            AssertionError,
+        )
+    ),
     # -- test_worker.py ------------------------------------------------------------------------
     "test_worker.py::test_workers_process_messages_in_order": Expectation(
         "skip",
