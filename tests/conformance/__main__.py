@@ -6,6 +6,7 @@ packages import from this work tree.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,7 +31,11 @@ FILES = (
 
 
 def main(argv: list[str]) -> int:
-    package = sdist.prepare(FILES)
+    try:
+        package = sdist.prepare(FILES)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+        print(f"Cannot stage Dramatiq's tests: {e}", file=sys.stderr)
+        return 1
     ours = Path(__file__).with_name("dramatiq_behaviour.py")
     return int(
         pytest.main(["-p", "tests.conformance.plugin", "--timeout", "120", *argv, str(package), str(ours)])
