@@ -60,9 +60,10 @@ EXPECTATIONS: dict[str, Expectation] = {
     ),
     "test_rabbitmq.py::test_rabbitmq_consumers_ignore_unknown_messages_in_ack_and_nack": Expectation(
         "bug",
-        "EdujobsConsumer._forget (brokers/consumer.py) asserts that the message is a _RabbitmqMessage, "
-        "so an ack or nack of a message the consumer did not deliver raises AssertionError; "
-        "Dramatiq's consumer logs 'not in known tags' and ignores it (issue 14, finding 20)",
+        "EdujobsConsumer.nack and EdujobsConsumer._forget (brokers/consumer.py) assert that the message "
+        "is a _RabbitmqMessage, so an ack or nack of a message the consumer did not deliver raises "
+        "AssertionError; Dramatiq's consumer logs 'not in known tags' and ignores it (issue 14, "
+        "finding 20)",
         AssertionError,
     ),
     # -- test_actors.py (stub_broker: the full EdujobsBroker on RabbitMQ) --------------------------
