@@ -8,8 +8,9 @@ It provides the fixtures Dramatiq's test files expect, each on a RabbitMQ vhost 
   job state in a migrated SQLite database, pauses, cancellations, breakers, metrics, edujobs'
   retries), and ``bare``, with Dramatiq's default middleware, so that a failure tells whether the
   broker and its consumer or the middleware stack is the cause;
-- ``stub_broker`` / ``stub_worker``, for the actor, worker and composition tests: the same full
-  ``EdujobsBroker`` on RabbitMQ instead of Dramatiq's in-memory StubBroker;
+- ``stub_broker`` / ``stub_worker``, for the sdist's other files (actors, worker, callbacks,
+  composition, results...): the full ``EdujobsBroker`` on RabbitMQ instead of Dramatiq's in-memory
+  StubBroker, with the StubBroker's test API (``stub_api``);
 - ``RabbitmqBroker(...)`` called by a test itself builds an ``EdujobsBroker`` (``edujobs_broker``).
 
 Then it applies ``tests.conformance.expectations`` to the collected tests: each listed test is
