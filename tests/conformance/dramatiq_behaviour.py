@@ -28,6 +28,8 @@ from tests.worker import wait_until
 
 #: Backoff small enough for a test: a retried message waits in the delay queue for 10 to 100 ms.
 FAST: dict[str, Any] = {"min_backoff": 10, "max_backoff": 100}
+#: Seconds these messages take at most to be done (a few attempts of a no-op, 100 ms apart).
+DONE = 15
 
 
 def dead_letters(broker: EdujobsBroker, queue: str) -> int:
@@ -50,7 +52,7 @@ def test_retry_when_decides_whether_a_failure_is_retried(
     flaky.send()
 
     # Then it runs four times (the first attempt and three retries) and is then dead-lettered
-    wait_until(lambda: dead_letters(rabbitmq_broker, flaky.queue_name) == 1, what="the dead letter")
+    wait_until(lambda: dead_letters(rabbitmq_broker, flaky.queue_name) == 1, DONE, "the dead letter")
     assert sum(attempts) == 4
 
 
@@ -70,7 +72,7 @@ def test_on_retry_exhausted_sends_a_message_to_the_named_actor(
 
     # When I send it a message and its retries run out
     sent = failing.send()
-    wait_until(lambda: dead_letters(rabbitmq_broker, failing.queue_name) == 1, what="the dead letter")
+    wait_until(lambda: dead_letters(rabbitmq_broker, failing.queue_name) == 1, DONE, "the dead letter")
     rabbitmq_broker.join(exhausted.queue_name)
     rabbitmq_worker.join()
 
@@ -94,7 +96,7 @@ def test_expected_failures_are_not_logged_above_info(
     # When I send it a message and it fails, once and for good
     caplog.set_level(logging.INFO)
     refuse.send()
-    wait_until(lambda: dead_letters(rabbitmq_broker, refuse.queue_name) == 1, what="the dead letter")
+    wait_until(lambda: dead_letters(rabbitmq_broker, refuse.queue_name) == 1, DONE, "the dead letter")
 
     # Then nothing about it is logged above INFO: it was expected
     louder = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno > logging.INFO]

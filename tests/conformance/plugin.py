@@ -6,8 +6,9 @@ It provides the fixtures Dramatiq's test files expect, each on a RabbitMQ vhost 
 - ``rabbitmq_broker`` / ``rabbitmq_worker``: an ``EdujobsBroker``, run twice per test: ``full``,
   with the whole middleware stack of ``brokers.stack.build_middleware`` (signatures, validation,
   job state in a migrated SQLite database, pauses, cancellations, breakers, metrics, edujobs'
-  retries), and ``bare``, with Dramatiq's default middleware, so that a failure tells whether the
-  broker and its consumer or the middleware stack is the cause;
+  retries), and ``bare``, with Dramatiq's default middleware and edujobs' ``Signing`` (which the
+  consumer's check on receipt requires), so that a failure tells whether the broker and its
+  consumer or the middleware stack is the cause;
 - ``stub_broker`` / ``stub_worker``, for the sdist's other files (actors, worker, callbacks,
   composition, results...): the full ``EdujobsBroker`` on RabbitMQ instead of Dramatiq's in-memory
   StubBroker, with the StubBroker's test API (``stub_api``);
@@ -29,7 +30,7 @@ import dramatiq
 import dramatiq.broker
 import pytest
 from dramatiq import Worker
-from dramatiq.middleware import default_middleware
+from dramatiq.middleware import Middleware, default_middleware
 from dramatiq.rate_limits import RateLimiterBackend
 from dramatiq.rate_limits.backends import StubBackend as RateLimiterStubBackend
 from dramatiq.results import ResultBackend
@@ -41,25 +42,36 @@ from brokers.rabbitmq import EdujobsBroker
 from brokers.settings import Settings
 from brokers.stack import build_broker
 from contracts.priorities import MAX_PRIORITY
+from contracts.signing import Keyring
+from middleware.signing import Signing
 from store.migrate import upgrade
 from tests.conformance import expectations
 from tests.conformance.stub_api import with_stub_api
 from tests.services import RABBITMQ_HOST, rabbitmq_vhost, require, unique
 
 SIGNING_KEY = "conformance-signing-key"
+KEYRING = Keyring(SIGNING_KEY.encode())
 #: What ``RabbitmqBroker()`` connects to in a test that builds its broker itself (no vhost fixture):
 #: such tests only connect, they declare nothing.
 DEFAULT_URL = f"amqp://guest:guest@{RABBITMQ_HOST}:5672/%2F"
 WORKER_NAME = "conformance"
 
 
+def bare_middleware() -> list[Middleware]:
+    """Dramatiq's default middleware, and edujobs' ``Signing`` last: ``EdujobsBroker``'s consumer
+    verifies every message it receives, so nothing unsigned would ever run."""
+    return [*(m() for m in default_middleware), Signing(keyring=KEYRING)]
+
+
 def edujobs_broker(**kwargs: Any) -> EdujobsBroker:
     """What ``RabbitmqBroker(**kwargs)`` becomes in Dramatiq's tests: an ``EdujobsBroker`` with the
-    arguments it requires (and Dramatiq's does not) filled in, Dramatiq's default middleware."""
+    arguments it requires (and Dramatiq's does not) filled in, and the bare stack."""
     kwargs.setdefault("url", DEFAULT_URL)
     kwargs.setdefault("max_priority", MAX_PRIORITY)
     kwargs.setdefault("dead_letter_ttl_ms", Settings().dead_letter_ttl_ms)
     kwargs.setdefault("worker_name", WORKER_NAME)
+    kwargs.setdefault("keyring", KEYRING)
+    kwargs.setdefault("middleware", bare_middleware())
     return EdujobsBroker(**kwargs)
 
 
@@ -117,7 +129,7 @@ def rabbitmq_broker(
     if request.param == "full":
         broker = _full_broker(rabbitmq_url, conformance_database, tmp_path)
     else:
-        broker = edujobs_broker(url=rabbitmq_url, middleware=[m() for m in default_middleware])
+        broker = edujobs_broker(url=rabbitmq_url)
     yield from _installed(broker)
 
 
