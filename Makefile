@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 THREADS ?= 8
 PROCESSES ?= 2
 
-.PHONY: run worker scheduler test test-unit test-conformance lint format bench check clean
+.PHONY: run worker scheduler test test-unit test-conformance test-faults lint format bench check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ test-unit: $(STAMP)
 ## var/conformance/) against edujobs' broker on RabbitMQ; expected differences are listed by name
 test-conformance: $(STAMP)
 	$(BIN)/python -m tests.conformance -q
+
+## test-faults: the fault tests that take minutes (RabbitMQ's at-least-once dead-lettering retries
+## every 3 minutes); not part of `make test`, run by CI after it
+test-faults: $(STAMP)
+	$(BIN)/pytest -q -m faults
 
 ## lint: ruff (lint + format check) and mypy --strict
 lint: $(STAMP)

@@ -188,7 +188,10 @@ class EdujobsConsumer(_RabbitmqConsumer):
             exception_type=exception_type,
             error=error,
         )
-        self.broker.dead_letter(self.queue_name, body, record, _amqp_priority(properties))
+        # A decoded message goes along (not as it would run: for reporting, e.g. Sentry's grouping
+        # by actor); the body, not this object, is what is dead-lettered.
+        message = Message(**fields) if fields else None
+        self.broker.dead_letter(self.queue_name, body, record, _amqp_priority(properties), message)
         self._ack_now(tag)
 
     def _park(self, tag: int, body: bytes, properties: Any) -> None:

@@ -100,19 +100,19 @@ def test_a_message_interrupted_by_shutdown_goes_back_to_its_queue(
     edujobs_env: dict[str, str], amqp_url: str, redis_key: str
 ) -> None:
     worker = start(edujobs_env, redis_key)
-    # Given a long job running, and maintenance.DQ refusing publishes (nothing needs it)
-    sent = message("testing.slow", value="long", seconds=120)
-    publish(amqp_url, "maintenance", sent)
-    wait_until(lambda: recorded(redis_key) == ["start:long"], what="the long job started")
-    with refusing(amqp_url, "maintenance.DQ"):
-        # When the worker is stopped (a deploy), which interrupts the job
-        worker.stop()
-        # Then the job is back on its queue, ready, neither acked nor dead-lettered
-        assert depth(amqp_url, "maintenance") == 1
-        assert depth(amqp_url, "maintenance.XQ") == 0
-    # And the next worker takes it up, its retries untouched
-    worker = start(edujobs_env, redis_key)
     try:
+        # Given a long job running, and maintenance.DQ refusing publishes (nothing needs it)
+        sent = message("testing.slow", value="long", seconds=120)
+        publish(amqp_url, "maintenance", sent)
+        wait_until(lambda: recorded(redis_key) == ["start:long"], what="the long job started")
+        with refusing(amqp_url, "maintenance.DQ"):
+            # When the worker is stopped (a deploy), which interrupts the job
+            worker.stop()
+            # Then the job is back on its queue, ready, neither acked nor dead-lettered
+            assert depth(amqp_url, "maintenance") == 1
+            assert depth(amqp_url, "maintenance.XQ") == 0
+        # And the next worker takes it up, its retries untouched
+        worker = start(edujobs_env, redis_key)
         wait_until(lambda: recorded(redis_key) == ["start:long", "start:long"], what="the job running again")
     finally:
         worker.kill()
