@@ -190,7 +190,7 @@ class EdujobsConsumer(_RabbitmqConsumer):
         )
         # A decoded message goes along (not as it would run: for reporting, e.g. Sentry's grouping
         # by actor); the body, not this object, is what is dead-lettered.
-        message = Message(**fields) if fields else None
+        message: Message[Any] | None = Message(**fields) if fields else None
         self.broker.dead_letter(self.queue_name, body, record, _amqp_priority(properties), message)
         self._ack_now(tag)
 

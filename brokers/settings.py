@@ -129,6 +129,9 @@ class Settings(BaseSettings):
 
     worker_name: str = Field(default_factory=socket.gethostname)
 
+    # dead letters older than dead_letter_ttl_days less this are archived to storage (daily)
+    dead_letter_archive_margin_days: float = Field(default=2, ge=0, le=3650)
+
     @field_validator("rabbitmq_url")
     @classmethod
     def _amqp_url(cls, value: str) -> str:

@@ -18,9 +18,10 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, Table, bindparam, select
 from sqlalchemy.orm import Session
 
-from actors.notifications.errors import AttachmentTooLargeError, ChannelNotConfiguredError, OptedOutError
+from actors.notifications.attachments import load_attachments
+from actors.notifications.errors import ChannelNotConfiguredError, OptedOutError
 from actors.notifications.providers.fcm import DeadTokenError, FcmSender, Push
-from actors.notifications.providers.sendgrid import Attachment, Email, SendGridMailer
+from actors.notifications.providers.sendgrid import Email, SendGridMailer
 from actors.notifications.providers.twilio import Sms, TwilioSender
 from actors.notifications.quiet import check_quiet_hours
 from actors.notifications.templates import render_email, render_push, render_sms
@@ -30,7 +31,6 @@ from store.db import autocommit, get_engine
 from store.ledger import RETAKEABLE, SENT, Claim, Ledger
 from store.models import User
 from store.once import Outcome, perform_claimed, perform_once
-from store.storage import get_storage
 
 logger = logging.getLogger(__name__)
 
@@ -269,26 +269,6 @@ def _give_back(ledger: Ledger, key: str, claim: Claim, error: BaseException) -> 
         ledger.unclaim(key, claim, error=f"{type(error).__name__}: {error}")
     except Exception:
         logger.exception("Could not give back the claim of %s; it expires after the lease.", key)
-
-
-#: SendGrid refuses messages over 30 MB; base64 adds a third.
-MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
-
-
-def load_attachments(attachments: Sequence[Mapping[str, str]]) -> list[Attachment]:
-    """Read attachments from storage; a missing file or too large a total is permanent."""
-    storage = get_storage()
-    files, total = [], 0
-    for item in attachments:
-        content = storage.get_bytes(item["storage_key"])  # ObjectNotFoundError is permanent
-        total += len(content)
-        if total > MAX_ATTACHMENT_BYTES:
-            raise AttachmentTooLargeError(
-                f"attachments exceed {MAX_ATTACHMENT_BYTES >> 20} MiB: send a download link instead"
-            )
-        mime = item.get("mime_type") or "application/octet-stream"
-        files.append(Attachment(filename=item["filename"], content=content, mime_type=mime))
-    return files
 
 
 def send_sms(
