@@ -139,7 +139,8 @@ def resume(
 
 @queues_app.command("declare")
 def declare(as_json: AsJson = False) -> None:
-    """Declare every domain queue and its companions (.DQ, .XQ, .wait) in RabbitMQ."""
+    """Declare every domain queue and its companions (.DQ, .XQ, .park) in RabbitMQ; delete an earlier
+    version's empty .wait."""
     import brokers
     from brokers.topology import DOMAIN_QUEUES
 
