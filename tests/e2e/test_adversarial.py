@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 import redis
 
 from brokers.dlq import REASONS
@@ -158,13 +156,6 @@ CORPUS = [
     ),
     case("over the size limit", lambda: body(signed("x" * 5000)), "payload_too_large"),
 ]
-
-
-@pytest.fixture
-def redis_key() -> Iterator[str]:
-    key = f"edujobs-test:{uuid.uuid4().hex}"
-    yield key
-    redis.Redis().delete(key)
 
 
 def test_every_shape_of_the_corpus_is_dead_lettered_with_a_reason_and_the_worker_stays_whole(

@@ -8,33 +8,19 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
-import redis
 from typer.testing import CliRunner
 
 from ops.cli import app
 from tests.amqp import depth, dramatiq_message, publish, take
+from tests.e2e.conftest import recorded
 from tests.rabbitmq_policies import refusing
 from tests.services import AUTH, MANAGEMENT_URL, management_get
 from tests.worker import WorkerProcess, wait_until
 
 KEY = b"test-signing-key"
-
-
-@pytest.fixture
-def redis_key() -> Iterator[str]:
-    key = f"edujobs-test:{uuid.uuid4().hex}"
-    yield key
-    redis.Redis().delete(key)
-
-
-def recorded(key: str) -> list[str]:
-    return [v.decode() for v in redis.Redis().lrange(key, 0, -1)]
 
 
 def start(env: dict[str, str], redis_key: str, **extra: str) -> WorkerProcess:

@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
-
-import pytest
-import redis
 
 from contracts.priorities import PRIORITIES
 from tests.amqp import depth, dramatiq_message, publish
+from tests.e2e.conftest import recorded
 from tests.worker import WorkerProcess
 
 KEY = b"test-signing-key"
-
-
-@pytest.fixture
-def redis_key() -> Iterator[str]:
-    key = f"edujobs-test:{uuid.uuid4().hex}"
-    yield key
-    redis.Redis().delete(key)
-
-
-def recorded(key: str) -> list[str]:
-    return [v.decode() for v in redis.Redis().lrange(key, 0, -1)]
 
 
 def wait_for(key: str, count: int, timeout: float = 60.0) -> list[str]:
