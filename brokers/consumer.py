@@ -56,6 +56,10 @@ logger = logging.getLogger(__name__)
 
 _AMQP_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError)
 
+#: How long closing a consumer (a pause, shutdown) waits for its running messages to finish and be
+#: acked on its channel; past it the channel closes and RabbitMQ delivers them again.
+CLOSE_WAIT_SECONDS = 600
+
 
 class EdujobsMessage(_RabbitmqMessage):
     """Dramatiq's RabbitMQ message proxy, bound to the consumer (channel) that delivered it.
@@ -227,8 +231,17 @@ class EdujobsConsumer(_RabbitmqConsumer):
             # the acks' callbacks) meanwhile.
             if self.channel.is_open:
                 self.channel.cancel()
-            while self._started and self.connection.is_open:
+            deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+            while self._started and self.connection.is_open and time.monotonic() < deadline:
                 self.connection.process_data_events(time_limit=0.2)
+            if self._started:
+                logger.warning(
+                    "Closing the consumer of %s with %d messages still running after %d s: RabbitMQ "
+                    "will deliver them again.",
+                    self.queue_name,
+                    len(self._started),
+                    CLOSE_WAIT_SECONDS,
+                )
         except (AssertionError, *_AMQP_ERRORS):
             pass  # the connection is gone, and with it every unacked message: RabbitMQ has them back
         super().close()
