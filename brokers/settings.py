@@ -126,6 +126,9 @@ class Settings(BaseSettings):
 
     worker_name: str = Field(default_factory=socket.gethostname)
 
+    # a worker silent this long (no ledger heartbeat) is judged dead: its claims are recovered
+    ledger_owner_timeout_seconds: float = Field(default=20.0, ge=1, le=600)
+
     @field_validator("rabbitmq_url")
     @classmethod
     def _amqp_url(cls, value: str) -> str:

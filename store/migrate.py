@@ -32,6 +32,7 @@ MODEL_MODULES = (
     "store.models_notifications",
     "store.pauses",
     "store.models_schedules",
+    "store.models_ledger",
 )
 
 

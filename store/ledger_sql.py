@@ -1,0 +1,156 @@
+"""The ledger's SQL, built once per dialect: every delivery runs several of these statements.
+
+Each is one atomic statement (``store.ledger`` runs them in autocommit). Timestamps are the
+database's ``now`` and ages are computed by the database (``store.clock``). A transition of a held
+claim names the claim's token (``mine``); a take-over or a hold names everything the judge read
+(``unchanged``), so that of two attempts judging one row at once, one wins.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from sqlalchemy import Select, Table, bindparam, delete, func, literal, select, true, update
+from sqlalchemy.dialects import postgresql
+
+from store.clock import db_now, seconds_since
+from store.models import Delivery
+from store.models_ledger import LedgerOwner
+from store.upsert import _insert_for
+
+PENDING = "pending"
+SENT = "sent"
+FAILED = "failed"
+SKIPPED = "skipped"
+UNKNOWN = "unknown"
+KEY = ("idempotency_key", "channel")
+#: The claim-and-read statement's own columns: whether the claim inserted, whether the read found.
+INSERTED = "claim_inserted_"
+FOUND = "claim_read_found_"
+
+_deliveries: Table = Delivery.__table__  # type: ignore[assignment]
+_owners: Table = LedgerOwner.__table__  # type: ignore[assignment]
+_c = _deliveries.c
+
+
+@functools.lru_cache(maxsize=4)
+def statements(dialect: str) -> Statements:
+    return Statements(dialect)
+
+
+class Statements:
+    """The ledger's statements for one dialect, built once: every delivery runs several."""
+
+    def __init__(self, dialect: str) -> None:
+        now = db_now(dialect)
+        self.dialect = dialect
+        columns = (*KEY, "actor_name", "message_id", "user_id", "claim_token", "owner_id")
+        self.columns = columns
+        self.insert = (
+            _insert_for(dialect, _deliveries)
+            .values(
+                {
+                    **{name: bindparam(name) for name in columns},
+                    "claimed_at": now,
+                    "status": PENDING,
+                    "attempts": 1,
+                }
+            )
+            .on_conflict_do_nothing(index_elements=list(KEY))
+            # RETURNING, not rowcount: psycopg reports rowcount -1 for INSERT ... ON CONFLICT.
+            .returning(_c.id)
+        )
+        owners = _owners.c
+        self.judge = (
+            select(
+                _c.status,
+                _c.attempts,
+                _c.claim_token,
+                _c.owner_id,
+                _c.provider_message_id,
+                _c.sending_at.is_not(None).label("sending"),
+                seconds_since(_c.claimed_at, dialect).label("claim_age"),
+                seconds_since(owners.beat_at, dialect).label("beat_age"),
+                owners.stopped_at.is_not(None).label("owner_stopped"),
+            )
+            .select_from(_deliveries.outerjoin(_owners, owners.id == _c.owner_id))
+            .where(_c.idempotency_key == bindparam("b_key"), _c.channel == bindparam("b_channel"))
+        )
+        # Only if nobody changed the row since it was judged: one contender wins.
+        unchanged = (
+            _c.idempotency_key == bindparam("b_key"),
+            _c.channel == bindparam("b_channel"),
+            _c.status == bindparam("b_status"),
+            _c.attempts == bindparam("b_attempts"),
+            _c.claim_token.is_not_distinct_from(bindparam("b_old_token")),
+        )
+        self.take_over = (
+            update(_deliveries)
+            .where(*unchanged)
+            .values(
+                status=PENDING,
+                claimed_at=now,
+                attempts=_c.attempts + 1,
+                completed_at=None,
+                sending_at=None,
+                actor_name=bindparam("b_actor"),
+                message_id=bindparam("b_message"),
+                claim_token=bindparam("b_token"),
+                owner_id=bindparam("b_owner"),
+            )
+        )
+        self.hold = (
+            update(_deliveries)
+            .where(*unchanged)
+            .values(status=UNKNOWN, completed_at=now, error=bindparam("b_error"))
+        )
+        mine = (
+            _c.idempotency_key == bindparam("b_key"),
+            _c.channel == bindparam("b_channel"),
+            _c.claim_token == bindparam("b_token"),
+        )
+        self.begin = update(_deliveries).where(*mine, _c.status == PENDING).values(sending_at=now)
+        self.complete = (
+            update(_deliveries)
+            # An attempt judged dead after its request left, that then completes, knows better.
+            .where(*mine, _c.status.in_((PENDING, UNKNOWN)))
+            .values(
+                status=bindparam("b_status"),
+                provider_message_id=bindparam("b_provider_id"),
+                completed_at=now,
+                error=None,
+            )
+        )
+        self.finish = (
+            update(_deliveries)
+            .where(*mine, _c.status == PENDING)
+            .values(status=bindparam("b_status"), error=bindparam("b_error"), completed_at=now)
+        )
+        self.remove = delete(_deliveries).where(*mine, _c.status == PENDING, _c.sending_at.is_(None))
+
+
+@functools.lru_cache(maxsize=16)
+def claim_and_read(read: Select[Any], columns: tuple[str, ...]) -> Select[Any]:
+    """PostgreSQL: ``WITH claim AS (INSERT ... ON CONFLICT DO NOTHING RETURNING ...) SELECT (SELECT
+    count(*) FROM claim), r.* FROM (SELECT 1) LEFT JOIN (read) r ON true``: one row whatever the
+    read finds, saying whether the claim inserted its row, and the read's row (its marker column
+    is NULL when it found none). The claim's ``columns`` are bound as ``claim_<column>``."""
+    claim = (
+        postgresql.insert(_deliveries)
+        .values(
+            {
+                **{name: bindparam(f"claim_{name}") for name in columns},
+                "claimed_at": func.now(),
+                "status": PENDING,
+                "attempts": 1,
+            }
+        )
+        .on_conflict_do_nothing(index_elements=list(KEY))
+        .returning(_c.idempotency_key)
+        .cte("claim")
+    )
+    inserted = select(func.count()).select_from(claim).scalar_subquery().label(INSERTED)
+    found = read.add_columns(literal(1).label(FOUND)).subquery("r")
+    one = select(literal(1).label("one")).subquery("one")
+    return select(inserted, *found.c).select_from(one.outerjoin(found, true()))
