@@ -35,12 +35,13 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
 
 from contracts.errors import EdujobsError, InProgressError, ProviderUnavailableError
-from store.ledger import PENDING, UNKNOWN, Claim, Ledger
+from store.ledger import PENDING, UNKNOWN, Claim, ClaimLostError, Ledger
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,31 @@ class Outcome:
     #: held for an operator, not repeated).
     status: str
     provider_message_id: str | None
+
+
+class _Leaving:
+    """Marks the claim ``sending`` (``Ledger.begin``) once, when its request is about to leave."""
+
+    def __init__(self, ledger: Ledger, claim: Claim) -> None:
+        self.ledger, self.claim, self.done = ledger, claim, False
+
+    def __call__(self) -> None:
+        if not self.done:
+            self.ledger.begin(self.claim)  # ClaimLostError: taken over, nothing may leave
+            self.done = True
+
+
+_leaving: ContextVar[_Leaving | None] = ContextVar("edujobs_request_leaving", default=None)
+
+
+def request_leaving() -> None:
+    """Say that the side effect's request is about to leave: a provider adapter calls this inside
+    its breaker guard, right before it writes the request, so that a worker killed before that
+    point left a claim that provably never left (performed again at once), and one killed after
+    it, an unknown outcome. Outside ``perform_claimed`` it does nothing."""
+    leaving = _leaving.get()
+    if leaving is not None:
+        leaving()
 
 
 @functools.cache
@@ -86,10 +112,12 @@ def perform_once(
     user_id: int | None = None,
     resend_unknown: bool = False,
     prepare: Callable[[], object] | None = None,
+    marks_leaving: bool = False,
 ) -> Outcome:
     """Run ``action`` (which returns the provider's id, if any) unless ``(key, channel)`` was done
     already. ``prepare`` runs once the claim is this attempt's, before the request may leave (a
-    rate limiter's wait): a failure there gives the claim back."""
+    rate limiter's wait): a failure there gives the claim back. ``marks_leaving``: see
+    ``perform_claimed``."""
     claim = ledger.claim(key, channel=channel, actor_name=actor_name, message_id=message_id,
                          user_id=user_id, resend_unknown=resend_unknown)  # fmt: skip
     if claim.acquired and prepare is not None:
@@ -98,14 +126,26 @@ def perform_once(
         except BaseException as e:
             give_back(ledger, claim, e)
             raise
-    return perform_claimed(ledger, claim, action=action, resend_unknown=resend_unknown)
+    return perform_claimed(
+        ledger, claim, action=action, resend_unknown=resend_unknown, marks_leaving=marks_leaving
+    )
 
 
 def perform_claimed(
-    ledger: Ledger, claim: Claim, *, action: Callable[[], str | None], resend_unknown: bool = False
+    ledger: Ledger,
+    claim: Claim,
+    *,
+    action: Callable[[], str | None],
+    resend_unknown: bool = False,
+    marks_leaving: bool = False,
 ) -> Outcome:
     """``perform_once`` after its claim: for a caller that claimed the key itself (with
-    ``Ledger.claim_and_read``, say)."""
+    ``Ledger.claim_and_read``, say).
+
+    The claim is marked ``sending`` before ``action`` runs, unless ``marks_leaving``: the action
+    (a provider adapter) then calls ``request_leaving`` itself right before its request leaves,
+    after its breaker guard and its own preparations, which makes the window in which a crash
+    leaves an unknown outcome as small as it can be."""
     if claim.judged in ("held", "resent"):
         count_unknown(claim.channel, claim.judged)
     if not claim.acquired:
@@ -123,24 +163,35 @@ def perform_claimed(
             "Side effect %s (%s) already done (%s); not repeated.", claim.key, claim.channel, claim.status
         )
         return Outcome("duplicate", claim.provider_message_id)
-    ledger.begin(claim)  # from here on, the request may leave
+    leaving = _Leaving(ledger, claim)
+    if not marks_leaving:
+        leaving()  # from here on, the request may leave
+    context = _leaving.set(leaving)
     try:
         provider_id = action()
     except OutcomeUnknownError as e:
         if _unknown(ledger, claim, e, resend_unknown) == "held":
             return Outcome("unknown", None)
         raise
+    except ClaimLostError:
+        raise  # taken over by another attempt before the request left: nothing of ours to record
     except EdujobsError as e:
         ledger.release(claim, error=f"{type(e).__name__}: {e}")
         raise
     except BaseException as e:
         # A time limit or shutdown landed mid-call: did the provider act? This thread is still here
-        # to apply the policy, so nobody has to wait for the claim to be judged.
+        # to apply the policy (or, if the request had not left yet, to give the claim back), so
+        # nobody has to wait for the claim to be judged.
         try:
-            _unknown(ledger, claim, e, resend_unknown)
+            if leaving.done:
+                _unknown(ledger, claim, e, resend_unknown)
+            else:
+                ledger.release(claim, error=f"{type(e).__name__}: {e}")
         except Exception:
             logger.exception("Could not record the outcome of %s; it is judged later.", claim.key)
         raise
+    finally:
+        _leaving.reset(context)
     ledger.complete(claim, provider_message_id=provider_id)
     return Outcome("done", provider_id)
 

@@ -191,7 +191,8 @@ def deliver_once(
     prepare: Callable[[], object] | None = None,
 ) -> DeliveryResult:
     """Call ``send`` (which returns the provider's message id) unless the ledger already has
-    ``idempotency_key`` done on ``channel`` (``store.once.perform_once``)."""
+    ``idempotency_key`` done on ``channel`` (``store.once.perform_once``). ``send`` is a provider
+    adapter's call: it marks the moment its request leaves (``store.once.request_leaving``)."""
     outcome = perform_once(
         notifier.ledger,
         idempotency_key,
@@ -202,6 +203,7 @@ def deliver_once(
         action=send,
         resend_unknown=resend_unknown,
         prepare=prepare,
+        marks_leaving=True,
     )
     return _delivery_result(idempotency_key, outcome)
 
@@ -271,7 +273,9 @@ def send_email(
         except BaseException as e:
             give_back(ledger, claim, e)
             raise
-    outcome = perform_claimed(ledger, claim, action=lambda: mailer.send(email), resend_unknown=resend_unknown)
+    outcome = perform_claimed(
+        ledger, claim, action=lambda: mailer.send(email), resend_unknown=resend_unknown, marks_leaving=True
+    )
     return _delivery_result(idempotency_key, outcome)
 
 

@@ -15,7 +15,7 @@ from store import ledger as ledger_module
 from store.db import make_engine
 from store.ledger import SKIPPED, ClaimLostError, Ledger
 from store.migrate import upgrade
-from store.once import Outcome, OutcomeUnknownError, _unknown_outcomes, perform_once
+from store.once import Outcome, OutcomeUnknownError, _unknown_outcomes, perform_once, request_leaving
 
 
 @pytest.fixture
@@ -225,3 +225,26 @@ def test_a_skipped_row_does_not_count_as_done(ledger: Ledger) -> None:
     assert not ledger.record("k:sms", status=SKIPPED, channel="sms", actor_name="a", message_id="m2")
     sent = ledger.get("k:sms", "sms")
     assert sent is not None and (sent.status, sent.provider_message_id) == ("sent", "SM1")
+
+
+def test_an_adapter_interrupted_before_its_request_left_gives_the_claim_back(ledger: Ledger) -> None:
+    # Given an action that marks when its request leaves (as the provider adapters do)
+    def interrupted_before_the_wire() -> str:
+        raise KeyboardInterrupt  # e.g. a time limit while waiting for the breaker's Redis
+
+    with pytest.raises(KeyboardInterrupt):
+        perform_once(ledger, "k", channel="email", actor_name="a", message_id="m1",
+                     action=interrupted_before_the_wire, marks_leaving=True)  # fmt: skip
+    # Then nothing left: the retry sends it
+    assert once(ledger, lambda: "sg-2").status == "done"
+
+
+def test_an_adapter_interrupted_after_its_request_left_is_an_unknown_outcome(ledger: Ledger) -> None:
+    def interrupted_on_the_wire() -> str:
+        request_leaving()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        perform_once(ledger, "k", channel="email", actor_name="a", message_id="m1",
+                     action=interrupted_on_the_wire, marks_leaving=True)  # fmt: skip
+    assert once(ledger, lambda: "x").status == "unknown"

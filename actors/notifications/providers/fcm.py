@@ -52,7 +52,7 @@ from contracts.errors import (
     RateLimitedError,
 )
 from middleware.breaker_storage import guard
-from store.once import OutcomeUnknownError
+from store.once import OutcomeUnknownError, request_leaving
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +139,7 @@ class FcmSender:
             notification=messaging.Notification(title=push.title, body=push.body),
             data=dict(push.data) or None,
         )
+        request_leaving()  # the ledger's mark: from here on, FCM may get the push
         try:
             return str(messaging.send(message, app=self.app))
         except exceptions.FirebaseError as e:

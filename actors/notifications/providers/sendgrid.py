@@ -27,7 +27,7 @@ from actors.notifications.providers.outcome import AMBIGUOUS_STATUSES, urllib_re
 from actors.notifications.providers.retry_after import header, parse_retry_after
 from contracts.errors import ProviderRejectedError, ProviderUnavailableError, RateLimitedError
 from middleware.breaker_storage import guard
-from store.once import OutcomeUnknownError
+from store.once import OutcomeUnknownError, request_leaving
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +162,7 @@ class SendGridMailer:
             request = urllib.request.Request(
                 self._url, data=json.dumps(body).encode(), headers=self._headers, method="POST"
             )
+            request_leaving()  # the ledger's mark: from here on, SendGrid may get the email
             response = Response(self._mail_send._make_request(self._opener, request))
         except HTTPError as e:
             raise translate_http_error(e) from None

@@ -40,7 +40,7 @@ from contracts.errors import (
     RecipientError,
 )
 from middleware.breaker_storage import guard
-from store.once import OutcomeUnknownError
+from store.once import OutcomeUnknownError, request_leaving
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class _HostClient(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no ty
         if url.startswith(TWILIO_API):
             url = self.base_url + url[len(TWILIO_API) :]
         self._local.response = None
+        request_leaving()  # the ledger's mark: from here on, Twilio may get the SMS
         response: Response = super().request(
             method, url, params, data, headers, auth, timeout, allow_redirects
         )
