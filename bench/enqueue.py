@@ -48,7 +48,7 @@ from brokers.settings import Settings
 from brokers.stack import build_broker
 from contracts.priorities import broker_priority
 from contracts.registry import ActorContract, get_contract
-from middleware.signatures import SIGNATURE_OPTION
+from contracts.signing import SIGNATURE_OPTION
 from tests.services import rabbitmq_vhost
 
 ACTOR = "notifications.send_email"

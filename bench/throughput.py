@@ -59,7 +59,7 @@ NOOP_CONTRACT = ActorContract(actor_name=ACTOR, queue=QUEUE, priority="normal", 
 
 def edujobs_messages(settings: Settings) -> MessageFactory:
     """Messages as edujobs' producers build them: validated, prioritised and signed."""
-    key = settings.signing_key.get_secret_value().encode()
+    key = settings.keyring()
 
     def build() -> Outgoing:
         _id, routing_key, body, priority = build_message(NOOP_CONTRACT, {}, signing_key=key)

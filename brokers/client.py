@@ -29,7 +29,7 @@ from brokers.topology import delay_queue
 from contracts.errors import EdujobsError
 from contracts.priorities import broker_priority
 from contracts.registry import ActorContract, get_contract
-from contracts.signing import SIGNATURE_OPTION, sign_fields
+from contracts.signing import Keyring, sign_message
 
 _ID_NAMESPACE = uuid.UUID("7f1d3c52-8a43-4c1e-9a53-5b0f2b7f9e10")
 
@@ -58,7 +58,7 @@ def build_message(
     contract: ActorContract,
     payload: Mapping[str, Any],
     *,
-    signing_key: bytes,
+    signing_key: bytes | Keyring,
     priority: str | None = None,
     delay: Delay | None = None,
     eta: datetime | None = None,
@@ -66,9 +66,9 @@ def build_message(
     max_payload_bytes: int | None = None,
     extra_options: Mapping[str, Any] | None = None,
 ) -> tuple[str, str, bytes, int]:
-    """Validate and encode one message; return (message id, routing key, body, AMQP priority).
+    """Validate, sign and encode one message; return (message id, routing key, body, AMQP priority).
     ``extra_options`` adds message options for middleware (e.g. ``schedule``); it cannot replace
-    the ones set here."""
+    the ones set here, and an option edujobs does not read is refused (``SignatureError``)."""
     kwargs = contract.validate(payload)
     name = priority or contract.priority
     amqp_priority = broker_priority(name)
@@ -81,30 +81,25 @@ def build_message(
     routing_key = contract.queue
     due_ms = _due_ms(now_ms, delay, eta)
     if due_ms is not None and due_ms > now_ms:
+        # eta drives Dramatiq's delay; not_before, signed with the envelope, keeps the message
+        # delayed even if its delivery state were stripped on the way.
         options["eta"] = due_ms
+        options["not_before"] = due_ms
         routing_key = delay_queue(contract.queue)
     if idempotency_key is not None:
         options["idempotency_key"] = idempotency_key
     message_id = message_id_for(contract.actor_name, idempotency_key)
-    options[SIGNATURE_OPTION] = sign_fields(
-        signing_key,
-        message_id=message_id,
-        actor_name=contract.actor_name,
-        args=[],
-        kwargs=kwargs,
-        message_timestamp=now_ms,
-    )
-    body = orjson.dumps(
-        {
-            "queue_name": routing_key,
-            "actor_name": contract.actor_name,
-            "args": [],
-            "kwargs": kwargs,
-            "options": options,
-            "message_id": message_id,
-            "message_timestamp": now_ms,
-        }
-    )
+    fields = {
+        "queue_name": routing_key,
+        "actor_name": contract.actor_name,
+        "args": [],
+        "kwargs": kwargs,
+        "options": options,
+        "message_id": message_id,
+        "message_timestamp": now_ms,
+    }
+    sign_message(signing_key, fields)
+    body = orjson.dumps(fields)
     if max_payload_bytes is not None and len(body) > max_payload_bytes:
         raise ValueError(
             f"message for {contract.actor_name} is {len(body)} bytes, over the {max_payload_bytes}-byte "
@@ -222,7 +217,7 @@ class Client:
         self,
         url: str,
         *,
-        signing_key: bytes,
+        signing_key: bytes | Keyring,
         confirm_window: int = 500,
         max_payload_bytes: int | None = None,
         confirm_timeout: float = 30.0,
@@ -233,7 +228,7 @@ class Client:
             # (PublishError) after the confirm timeout instead of hanging the sending service.
             if parameters.blocked_connection_timeout is None:
                 parameters.blocked_connection_timeout = confirm_timeout
-        self.signing_key = signing_key
+        self.signing_key = Keyring.of(signing_key)
         self.confirm_window = confirm_window
         self.confirm_timeout = confirm_timeout
         self.max_payload_bytes = max_payload_bytes
@@ -375,7 +370,7 @@ def default_client() -> Client:
             settings = get_settings()
             _default = Client(
                 settings.rabbitmq_url,
-                signing_key=settings.signing_key.get_secret_value().encode(),
+                signing_key=settings.keyring(),
                 confirm_window=settings.publish_confirm_window,
                 max_payload_bytes=settings.max_payload_bytes,
             )

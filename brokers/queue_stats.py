@@ -5,7 +5,8 @@ For each domain queue ``Q`` (one ``GET /api/queues/{vhost}`` per read):
 - ``ready``: messages waiting in ``Q``; ``unacked``: messages of ``Q`` that workers hold (prefetched
   or running);
 - ``delayed``: every message of ``Q.DQ`` (Dramatiq keeps delayed messages unacked in worker memory);
-- ``waiting``: messages parked in ``Q.wait`` (delays longer than the park threshold);
+- ``waiting``: messages parked in ``Q.park`` (delays longer than the park threshold; and in the
+  ``Q.wait`` of an earlier version, until it drains);
 - ``dead``: messages in the dead-letter queue ``Q.XQ``;
 - the age of ``Q``'s oldest ready message, from RabbitMQ's ``head_message_timestamp``, which exists
   only when messages carry the AMQP ``timestamp`` property (0 when ``Q`` is empty, absent when unknown).
@@ -32,7 +33,7 @@ from typing import Any
 import httpx
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from brokers.topology import DOMAIN_QUEUES, dead_letter_queue, delay_queue, wait_queue
+from brokers.topology import DOMAIN_QUEUES, dead_letter_queue, delay_queue, legacy_wait_queue, park_queue
 from contracts.errors import EdujobsError
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ class QueueStatsReader:
             ready=ready,
             unacked=_count(main, "messages_unacknowledged"),
             delayed=_count(by_name.get(delay_queue(queue), {}), "messages"),
-            waiting=_count(by_name.get(wait_queue(queue), {}), "messages"),
+            waiting=_parked(by_name, queue),
             dead=_count(by_name.get(dead_letter_queue(queue), {}), "messages"),
             oldest_age_seconds=oldest,
             consumers=_count(main, "consumers"),
@@ -162,6 +163,13 @@ def _rate(queue: dict[str, Any], field: str) -> float | None:
     details = stats.get(field)
     rate = details.get("rate") if isinstance(details, dict) else None
     return float(rate) if isinstance(rate, int | float) else 0.0
+
+
+def _parked(by_name: dict[str, dict[str, Any]], queue: str) -> int | None:
+    # Q.park, plus what an earlier version's Q.wait still holds until it drains.
+    park = _count(by_name.get(park_queue(queue), {}), "messages")
+    legacy = _count(by_name.get(legacy_wait_queue(queue), {}), "messages")
+    return park if legacy is None else (park or 0) + legacy
 
 
 def _count(queue: dict[str, Any], field: str) -> int | None:
@@ -189,7 +197,7 @@ class QueueStatsCollector:
         messages = GaugeMetricFamily(
             "edujobs_queue_messages",
             "Messages in a domain queue by kind: ready, unacked (held by workers), delayed (Q.DQ), "
-            "waiting (parked in Q.wait), dead (Q.XQ).",
+            "waiting (parked in Q.park), dead (Q.XQ).",
             labels=["queue", "kind"],
         )
         age = GaugeMetricFamily(

@@ -8,8 +8,14 @@ Differences from ``dramatiq.brokers.rabbitmq.RabbitmqBroker``:
   ``TopologyError`` saying what differs and how to migrate, instead of a consumer restart loop;
 - dead-lettering republishes the message to ``Q.XQ`` with its record (why, when, how often, where)
   and a publisher confirm *before* acking the original, instead of a bare nack that loses the why;
-- its consumer (``brokers.consumer``) keeps undecodable bodies byte for byte, parks long delays and
-  batches acks.
+- its consumer (``brokers.consumer``) checks every message on receipt (signature, options, queue),
+  binds acks to the channel that delivered the message, keeps undecodable bodies byte for byte,
+  parks long delays and batches acks;
+- a message whose channel closed before a worker thread started it is not run (RabbitMQ has it
+  back), and a copy of it (a retry, or Dramatiq moving it out of its in-memory delay queue) is not
+  published;
+- a publish that fails (connection lost, nacked, unroutable) is retried with backoff, then raises
+  ``ConnectionClosed``: a caller never takes a message for sent when RabbitMQ did not confirm it.
 """
 
 from __future__ import annotations
@@ -23,21 +29,24 @@ import pika
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import MAX_ENQUEUE_ATTEMPTS, RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.common import current_millis, dq_name
-from dramatiq.errors import ConnectionClosed
+from dramatiq.errors import ActorNotFound, ConnectionClosed
 from dramatiq.message import Message
-from dramatiq.middleware import Middleware, MiddlewareError
+from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
 
 from brokers import dlq
-from brokers.consumer import EdujobsConsumer
+from brokers.consumer import STALE, EdujobsConsumer, EdujobsMessage
 from brokers.topology import (
     PARK_HOP_MS,
     PARK_THRESHOLD_MS,
     canonical,
     dead_letter_queue,
     delay_queue,
-    wait_queue,
+    legacy_wait_queue,
+    park_queue,
 )
 from contracts.errors import ConfigurationError
+from contracts.signing import SIGNATURE_OPTION, Keyring
+from middleware.fate import ORIGIN
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +65,7 @@ class EdujobsBroker(RabbitmqBroker):
         max_priority: int,
         dead_letter_ttl_ms: int,
         worker_name: str,
+        keyring: Keyring,
         max_message_bytes: int | None = None,
         middleware: list[Middleware] | None = None,
         confirm_delivery: bool = True,
@@ -71,6 +81,8 @@ class EdujobsBroker(RabbitmqBroker):
         )
         self.dead_letter_ttl_ms = dead_letter_ttl_ms
         self.worker_name = worker_name
+        #: The keys the consumer verifies received messages with.
+        self.keyring = keyring
         self.max_message_bytes = max_message_bytes
         self.park_threshold_ms = park_threshold_ms
         self.park_hop_ms = park_hop_ms
@@ -102,15 +114,22 @@ class EdujobsBroker(RabbitmqBroker):
 
     def _declare_queue(self, queue_name: str) -> Any:
         result = self._declare(queue_name, self.queue_arguments(queue_name))
-        self._declare(
-            wait_queue(queue_name),
-            {
-                "x-message-ttl": self.park_hop_ms,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": delay_queue(queue_name),
-            },
-        )
+        self._declare(park_queue(queue_name), self.park_arguments(queue_name))
         return result
+
+    def park_arguments(self, queue_name: str) -> dict[str, Any]:
+        """``Q.park``: a quorum queue whose messages go back to ``Q.DQ`` after one hop, *at least
+        once*: RabbitMQ keeps each until ``Q.DQ`` confirmed it (retrying every few minutes while
+        ``Q.DQ`` is missing or refusing), where a classic queue's dead-lettering would drop it.
+        At-least-once dead-lettering needs ``reject-publish`` overflow (RabbitMQ 3.10+)."""
+        return {
+            "x-queue-type": "quorum",
+            "x-message-ttl": self.park_hop_ms,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": delay_queue(queue_name),
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
 
     def _declare_dq_queue(self, queue_name: str) -> Any:
         return self._declare(delay_queue(queue_name), self.queue_arguments(queue_name))
@@ -119,9 +138,26 @@ class EdujobsBroker(RabbitmqBroker):
         return self._declare(dead_letter_queue(queue_name), {"x-message-ttl": self.dead_letter_ttl_ms})
 
     def declare_topology(self, queues: tuple[str, ...]) -> None:
-        """Declare the given domain queues (and their companions) on the server now."""
+        """Declare the given domain queues (and their companions) on the server now, and delete the
+        parking queues of earlier versions that are empty (``brokers.topology``)."""
         for queue in queues:
             self.declare_queue(queue, ensure=True)
+            self._delete_legacy_wait(queue)
+
+    def _delete_legacy_wait(self, queue_name: str) -> None:
+        legacy = legacy_wait_queue(queue_name)
+        try:
+            # Deleting a queue that does not exist (the usual case) is a no-op for RabbitMQ.
+            self.channel.queue_delete(queue=legacy, if_empty=True)
+        except pika.exceptions.ChannelClosedByBroker as e:
+            del self.channel
+            logger.info(
+                "%s (parking queue of an earlier version) still holds messages: they move to %s within "
+                "one hop; it is deleted at a later start once empty (%s).",
+                legacy,
+                delay_queue(queue_name),
+                e.reply_text,
+            )
 
     # -- middleware dispatch ----------------------------------------------------------------------
 
@@ -148,6 +184,13 @@ class EdujobsBroker(RabbitmqBroker):
         # stops the worker at boot with TopologyError instead of crash-looping its consumers.
         if signal == "worker_boot":
             self.declare_topology(tuple(sorted(self.queues)))
+        elif signal == "process_message":
+            message = args[0]
+            if isinstance(message, EdujobsMessage) and not message.consumer.start(message):
+                # Its channel closed (a pause, a lost connection) after it was prefetched: RabbitMQ
+                # has put it back, so it is not run here, by any hook or the actor.
+                setattr(message, STALE, True)
+                raise SkipMessage("the channel that delivered it is closed; RabbitMQ has it back")
         name = "before_" + signal
         for hook in self._hooks(name):
             try:
@@ -158,6 +201,8 @@ class EdujobsBroker(RabbitmqBroker):
                 self.logger.critical("Unexpected failure in %s of %r.", name, _owner(hook), exc_info=True)
 
     def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
+        if signal == "skip_message" and vars(args[0]).get(STALE) is True:
+            return  # never started: nothing to close, count or record
         name = "after_" + signal
         for hook in reversed(self._hooks(name)):
             try:
@@ -168,30 +213,56 @@ class EdujobsBroker(RabbitmqBroker):
     # -- publishing -----------------------------------------------------------------------------
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
-        """Dramatiq's ``enqueue``, with the AMQP ``timestamp`` it leaves out: RabbitMQ's
-        head_message_timestamp, the oldest-message-age metric, is read from it."""
+        """Dramatiq's ``enqueue``, with what it leaves out: the AMQP ``timestamp`` (RabbitMQ's
+        head_message_timestamp, the oldest-message-age metric, is read from it), the actor's
+        priority for a message that names none, ``not_before`` on a new delayed message, backoff
+        between attempts, and no publish at all for a copy of a message whose channel closed."""
         canonical_queue_name = message.queue_name
         queue_name = canonical_queue_name
         if delay is not None:
             queue_name = dq_name(queue_name)
-            message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
+            due = current_millis() + delay
+            extra = {"eta": due} if SIGNATURE_OPTION in message.options else {"eta": due, "not_before": due}
+            message = message.copy(queue_name=queue_name, options=extra)
+        origin = message.consumer if isinstance(message, EdujobsMessage) else vars(message).get(ORIGIN)
+        if origin is not None and origin.closed:
+            logger.info(
+                "Not re-enqueueing message %s: the channel that delivered it is closed and RabbitMQ "
+                "has put it back.",
+                message.message_id,
+            )
+            return message
+        self.declare_queue(canonical_queue_name, ensure=True)
+        self.emit_before("enqueue", message, delay)
+        body = message.encode()
+        properties = _properties(self._priority(message))
         attempts = 0
         while True:
             try:
-                self.declare_queue(canonical_queue_name, ensure=True)
-                self.emit_before("enqueue", message, delay)
                 self.channel.basic_publish(
                     exchange="",
                     routing_key=queue_name,
-                    body=message.encode(),
-                    properties=_properties(message.options.get("broker_priority")),
+                    body=body,
+                    properties=properties,
                     # Unroutable is only reported to a publisher in confirm mode.
                     mandatory=self.confirm_delivery,
                 )
-                self.emit_after("enqueue", message, delay)
-                return message
+                break
             except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
                 attempts = self._after_publish_error(e, queue_name, attempts)
+                time.sleep(_backoff(attempts))
+                self.declare_queue(canonical_queue_name, ensure=True)
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    def _priority(self, message: Message[Any]) -> int | None:
+        priority = message.options.get("broker_priority")
+        if priority is None:
+            try:
+                priority = self.get_actor(message.actor_name).options.get("broker_priority")
+            except ActorNotFound:
+                return None
+        return priority if isinstance(priority, int) else None
 
     def publish_confirmed(
         self,
@@ -220,7 +291,7 @@ class EdujobsBroker(RabbitmqBroker):
                 return
             except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
                 attempts = self._after_publish_error(e, routing_key, attempts)
-                time.sleep(min(0.1 * 2**attempts, 2))
+                time.sleep(_backoff(attempts))
 
     def _after_publish_error(self, error: pika.exceptions.AMQPError, routing_key: str, attempts: int) -> int:
         # A fresh connection and channel for the next attempt; a queue that was unroutable is
@@ -249,13 +320,20 @@ class EdujobsBroker(RabbitmqBroker):
             dead_letter_queue(queue_name), body, priority=priority, headers=dlq.record_headers(record)
         )
         self.emit_after("dead_letter", canonical(queue_name), record, message)
-        logger.warning(
+        # An expected permanent failure is part of normal operation (Dramatiq logs it at INFO).
+        logger.log(
+            logging.INFO if record["reason"] == "permanent_error" else logging.WARNING,
             "Dead-lettered a message from %s: %s (%s, fingerprint %s).",
             canonical(queue_name),
             record["reason"],
             record["exception_type"] or "no exception",
             record["fingerprint"],
         )
+
+
+def _backoff(attempts: int) -> float:
+    """Seconds before a publish's next attempt: 0.1, 0.2, 0.4... up to 2 (about 4 s in all)."""
+    return float(min(0.1 * 2 ** (attempts - 1), 2.0))
 
 
 def _owner(hook: Callable[..., None]) -> object:

@@ -16,6 +16,7 @@ from pydantic import AnyUrl, Field, SecretStr, ValidationError, ValidationInfo, 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.errors import ConfigurationError
+from contracts.signing import Keyring
 
 ENV_PREFIX = "EDUJOBS_"
 
@@ -45,6 +46,8 @@ class Settings(BaseSettings):
     park_hop_seconds: float = Field(default=600, gt=0, le=1500)
     # validate_default: the production check must see the default too.
     signing_key: SecretStr = Field(default=SecretStr(DEVELOPMENT_SIGNING_KEY), validate_default=True)
+    #: Other keys a worker accepts when verifying (never signs with): a rotation's old or next key.
+    accepted_signing_keys: SecretStr = SecretStr("")
 
     # Storage and state
     database_url: str = "sqlite:///var/edujobs.db"
@@ -152,6 +155,12 @@ class Settings(BaseSettings):
                 "of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
         return value
+
+    def keyring(self) -> Keyring:
+        """The key messages are signed with, and every key accepted when verifying them."""
+        accepted = self.accepted_signing_keys.get_secret_value()
+        keys = tuple(k.strip().encode() for k in accepted.split(",") if k.strip())
+        return Keyring(self.signing_key.get_secret_value().encode(), keys)
 
     @field_validator("schedule_timezone")
     @classmethod

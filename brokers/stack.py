@@ -13,20 +13,14 @@ from typing import Any
 
 import dramatiq
 import dramatiq.broker
-from dramatiq.middleware import (
-    Callbacks,
-    CurrentMessage,
-    Middleware,
-    Pipelines,
-    ShutdownNotifications,
-    TimeLimit,
-)
+from dramatiq import MessageProxy
+from dramatiq.middleware import CurrentMessage, Middleware, ShutdownNotifications, TimeLimit
 
 from brokers.queue_stats import metrics_directory, run_metrics_server
 from brokers.rabbitmq import EdujobsBroker
 from brokers.settings import Settings, get_settings
 from brokers.topology import DOMAIN_QUEUES
-from contracts.errors import ContractError, PermanentError, UnknownActorError
+from contracts.errors import ContractError, PermanentError, TransientError, UnknownActorError
 from contracts.priorities import MAX_PRIORITY
 from contracts.registry import ActorContract, get_contract
 from middleware.age_limits import AgeLimit
@@ -40,6 +34,7 @@ from middleware.queue_pauses import QueuePauses
 from middleware.retries import Retries
 from middleware.sentry import SentryReporter, init_sentry, report_breaker_transition, safe_log_message
 from middleware.signatures import Signatures
+from middleware.signing import Signing
 from middleware.validation import Validation
 from middleware.worker_tuning import WorkerTuning
 
@@ -80,8 +75,10 @@ def build_middleware(settings: Settings) -> list[Middleware]:
       run last, once Retries has decided whether the message runs again or is dead-lettered;
     - QueuePauses (unless EDUJOBS_OPERATOR_POLL_SECONDS is 0): only worker hooks; it stops and
       restarts the consumers of the queues operators pause and resume;
-    - Signatures, then Validation: a message that is unsigned, tampered with, too large or invalid
-      is dead-lettered before any other middleware (or the actor) acts on it;
+    - Signatures, then Validation: a message that is unsigned, tampered with, carries an option
+      edujobs does not read, or is too large or invalid is dead-lettered before any other middleware
+      (or the actor) acts on it (on RabbitMQ the consumer has checked the signature on receipt
+      already; Signatures checks what came another way);
     - Cancellations (unless EDUJOBS_OPERATOR_POLL_SECONDS is 0) right after them: a sound message
       of a cancelled job is skipped before anything else acts on it;
     - AgeLimit (Dramatiq's, with reason ``age_limit``), TimeLimit, ShutdownNotifications: Dramatiq's
@@ -89,8 +86,9 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     - CurrentMessage: lets actors read their message's options (idempotency key, message id);
     - JobState: records running / succeeded / failed / dead in batches; it sits before Retries so
       that, in the reversed after-chain, it sees whether Retries re-enqueued or failed the message;
-    - Priorities: gives messages sent by workers (retries included) their actor's AMQP priority;
-    - Callbacks, Pipelines: Dramatiq's composition;
+    - Priorities: gives new messages sent by workers their actor's AMQP priority (Dramatiq's
+      Callbacks and Pipelines are not in the stack: their options, ``on_success``, ``pipe_target``,
+      would let whoever writes a message choose what runs next, and edujobs refuses them);
     - CircuitBreakers after everything that may reject or skip a message on its own, so that only
       sound messages are delayed while their provider's breaker is open; it has no say in the
       after-chain: a CircuitOpenError escaping an actor becomes a skipped, re-enqueued message that
@@ -99,13 +97,16 @@ def build_middleware(settings: Settings) -> list[Middleware]:
       Retries, so it sees which failures are final and keeps their stack trace for the one event it
       sends per dead letter (``after_dead_letter``);
     - Retries last among the after_process_message hooks that decide a message's fate, so that
-      everything before it sees the attempt's outcome first.
+      everything before it sees the attempt's outcome first;
+    - Signing last of all: its before_enqueue signs what the worker publishes once every other
+      middleware has set the options it sets (the priority, Sentry's trace headers).
     """
+    keyring = settings.keyring()
     return [
         WorkerTuning(queue_prefetch=settings.queue_prefetch),
         *metrics(settings),
         *queue_pauses(settings),
-        Signatures(key=settings.signing_key.get_secret_value().encode()),
+        Signatures(keyring=keyring),
         Validation(validate=validate_arguments),
         *cancellations(settings),
         AgeLimit(),
@@ -114,13 +115,12 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         CurrentMessage(),
         *job_state(settings),
         Priorities(default=5),
-        Callbacks(),
-        Pipelines(),
         circuit_breakers(settings),
         *sentry_reporter(settings),
         Retries(
             max_retries=DEFAULT_MAX_RETRIES, min_backoff=DEFAULT_MIN_BACKOFF_MS, permanent=(PermanentError,)
         ),
+        Signing(keyring=keyring),
     ]
 
 
@@ -214,6 +214,7 @@ def build_broker(settings: Settings) -> EdujobsBroker:
         max_priority=MAX_PRIORITY,
         dead_letter_ttl_ms=settings.dead_letter_ttl_ms,
         worker_name=settings.worker_name,
+        keyring=settings.keyring(),
         max_message_bytes=settings.max_payload_bytes,
         middleware=build_middleware(settings),
         park_threshold_ms=int(settings.park_threshold_seconds * 1000),
@@ -228,11 +229,30 @@ class _WorkerLogFilter(logging.Filter):
     (names, emails, phone numbers): they are rewritten to show the actor and message id only.
     Dramatiq also warns when an actor returns a value without the Results middleware; edujobs actors
     return a small summary on purpose, which JobState records.
+
+    Dramatiq logs every failed attempt at ERROR with its traceback. A ``TransientError`` is an
+    expected failure that is retried (the dead letter keeps the traceback if it comes to that):
+    it is logged at WARNING in one line, and one that does not spend a retry
+    (``InProgressError``: another attempt holds the side effect) at INFO.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "haven't added the Results middleware" in str(record.msg):
             return False
+        exception = record.exc_info[1] if record.exc_info else None
+        if isinstance(exception, TransientError) and record.levelno >= logging.ERROR:
+            level = logging.WARNING if exception.spends_retry else logging.INFO
+            if not logging.getLogger(record.name).isEnabledFor(level):
+                return False
+            message = next((a for a in record.args or () if isinstance(a, MessageProxy)), None)
+            what = f"{message.actor_name}({message.message_id})" if message is not None else "a message"
+            record.levelno, record.levelname = level, logging.getLevelName(level)
+            record.msg, record.args = (
+                "Message %s failed with %s; it will be retried.",
+                (what, type(exception).__name__),
+            )
+            record.exc_info, record.exc_text = None, None
+            return True
         safe = safe_log_message(record)
         if safe is not None:
             record.msg, record.args = safe[0], ()

@@ -14,7 +14,7 @@ from dramatiq import Broker, MessageProxy
 from dramatiq.common import current_millis
 from dramatiq.middleware import AgeLimit as DramatiqAgeLimit
 
-from middleware.signatures import reject
+from middleware.fate import reject
 
 logger = logging.getLogger(__name__)
 

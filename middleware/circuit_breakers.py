@@ -15,8 +15,11 @@ dramatiq. This middleware makes Dramatiq act on them:
 An actor that would rather fall back to another channel catches ``CircuitOpenError`` itself (or
 asks ``get_breakers().is_open(provider)`` first) and does not declare ``circuit_breaker``.
 
-If re-enqueueing fails (the broker connection is down), the ``CircuitOpenError`` is raised to
-``Retries`` like any transient error: it is retried after ``retry_after``, spending one retry.
+If re-enqueueing fails (the queue refuses the publish, the broker connection is down), the message
+is not acked as if delayed: before it runs, it is dead-lettered with reason ``requeue_failed``
+(never run while its breaker is open); from inside the actor, the ``CircuitOpenError`` is raised to
+``Retries`` like any transient error, which retries it (or, if that publish fails too,
+dead-letters it with reason ``requeue_failed``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from middleware.breaker_storage import (
     guard,
     install,
 )
+from middleware.fate import reject
 
 __all__ = ["CircuitBreakers", "CircuitOpenError", "UnknownProviderError", "get_breakers", "guard"]
 
@@ -93,7 +97,22 @@ class CircuitBreakers(Middleware):
         for provider in _providers(option):
             wait = self.breakers.retry_after(provider)
             if wait > 0:
-                self._delay(broker, message, CircuitOpenError(provider, wait))
+                error = CircuitOpenError(provider, wait)
+                try:
+                    self._delay(broker, message, error)
+                except Exception as e:
+                    logger.error(
+                        "Could not delay message %s for the %s circuit breaker (%s); dead-lettering it.",
+                        message.message_id,
+                        provider,
+                        type(e).__name__,
+                    )
+                    reject(
+                        message,
+                        "requeue_failed",
+                        type(e).__name__,
+                        f"{error}; its delay could not be enqueued: {e}",
+                    )
                 raise SkipMessage(f"the {provider} circuit breaker is open")
 
     def after_process_message(

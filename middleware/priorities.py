@@ -13,9 +13,12 @@ from dramatiq import Broker, Message
 from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware
 
+from contracts.signing import SIGNATURE_OPTION
+
 
 class Priorities(Middleware):
-    """Fills ``broker_priority`` from the actor option of the same name when the sender gave none."""
+    """Fills ``broker_priority`` of a new message from the actor option of the same name when the
+    sender gave none."""
 
     def __init__(self, *, default: int | None = None) -> None:
         self.default = default
@@ -25,7 +28,9 @@ class Priorities(Middleware):
         return {"broker_priority"}
 
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
-        if message.options.get("broker_priority") is not None:
+        # A signed message's options are its sender's (and covered by its signature): a retry keeps
+        # them as they are, and the broker reads the actor's priority for one that names none.
+        if message.options.get("broker_priority") is not None or SIGNATURE_OPTION in message.options:
             return
         try:
             actor = broker.get_actor(message.actor_name)

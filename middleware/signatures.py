@@ -1,61 +1,50 @@
-"""Signatures: workers sign what they enqueue and dead-letter what is unsigned or tampered with.
+"""Signatures: a message runs only if it is signed with the key, its options are ones edujobs reads.
 
-The signing itself (``sign_fields``, ``canonical_bytes``, ``SIGNATURE_OPTION``) lives in
-``contracts.signing``, which producers import without dramatiq; this middleware applies it inside
-workers.
+What a signature covers and how it is checked lives in ``contracts.signing`` (producers import it
+without dramatiq). On RabbitMQ the broker's consumer checks every message as it is received, before
+any delay, park, eta or retry handling (``brokers.consumer``), and marks it verified; this middleware
+checks the messages that reached a worker another way (Dramatiq's ``StubBroker`` in tests), so that
+no message runs unchecked whatever the broker. What fails is dead-lettered with reason
+``invalid_options`` or ``bad_signature`` before any other middleware, or the actor, sees it.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
-from dramatiq import Broker, Message, MessageProxy
-from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq import Broker, MessageProxy
+from dramatiq.middleware import Middleware
 
-from contracts.signing import SIGNATURE_OPTION, sign_fields
+from contracts.signing import Keyring, option_problem, verify_message
+from middleware.fate import reject
 
-__all__ = ["SIGNATURE_OPTION", "Signatures", "reject", "sign_fields"]
+__all__ = ["Signatures", "refusal"]
+
+#: Set (True) on a message proxy whose signature the broker's consumer checked on receipt.
+VERIFIED = "verified"
 
 
 class Signatures(Middleware):
-    """Signs every message a worker enqueues and dead-letters every message whose signature is
-    missing or wrong (reason ``bad_signature``) before any other middleware or the actor sees it."""
+    """Dead-letters every message whose options are refused or whose signature is missing or wrong."""
 
-    def __init__(self, *, key: bytes) -> None:
-        self.key = key
-
-    def _signature(self, message: Message[Any] | MessageProxy) -> str:
-        if isinstance(message, MessageProxy):
-            message = message._message  # skip the proxy's __getattr__ on the hot path
-        return sign_fields(
-            self.key,
-            message_id=message.message_id,
-            actor_name=message.actor_name,
-            args=message.args,
-            kwargs=message.kwargs,
-            message_timestamp=message.message_timestamp,
-        )
-
-    def before_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
-        # A retry keeps the signature it was verified with; a new message gets one.
-        if SIGNATURE_OPTION not in message.options:
-            message.options[SIGNATURE_OPTION] = self._signature(message)
+    def __init__(self, *, keyring: Keyring) -> None:
+        self.keyring = keyring
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        given = message.options.get(SIGNATURE_OPTION)
-        if not isinstance(given, str):
-            problem = "the message is not signed"
-        elif not hmac.compare_digest(given, self._signature(message)):
-            problem = "the signature does not match the message (tampered, or signed with another key)"
-        else:
+        if vars(message).get(VERIFIED) is True:
             return
-        reject(message, "bad_signature", "SignatureError", problem)
+        found = refusal(self.keyring, message._message.asdict())
+        if found is not None:
+            reason, error = found
+            reject(message, reason, "SignatureError" if reason == "bad_signature" else "OptionError", error)
 
 
-def reject(message: MessageProxy, reason: str, exception_type: str, error: str) -> None:
-    """Dead-letter ``message`` from a ``before_process_message`` hook with a reason and error."""
-    message.options["dead_letter_reason"] = reason
-    message.options["dead_letter_exception"] = exception_type
-    message.fail()
-    raise SkipMessage(error)
+def refusal(keyring: Keyring, fields: dict[str, Any]) -> tuple[str, str] | None:
+    """Why a received message must not run — ``(reason, error)`` — or None when it may."""
+    problem = option_problem(fields["options"])
+    if problem is not None:
+        return "invalid_options", problem
+    problem = verify_message(keyring, fields)
+    if problem is not None:
+        return "bad_signature", problem
+    return None

@@ -14,7 +14,7 @@ from typing import Any
 from dramatiq import Broker, MessageProxy
 from dramatiq.middleware import Middleware
 
-from middleware.signatures import reject
+from middleware.fate import reject
 
 Validator = Callable[[str, dict[str, Any]], None]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pika
 
-from middleware.signatures import sign_fields
+from contracts.signing import sign_message
 
 
 @dataclass
@@ -32,7 +32,8 @@ def dramatiq_message(
     key: bytes | None,
     options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A message in Dramatiq's format, signed with ``key`` unless it is None."""
+    """A message in Dramatiq's format, signed with ``key`` unless it is None (``options`` must then
+    be ones edujobs reads: add others to the result to forge a message)."""
     message: dict[str, Any] = {
         "queue_name": queue,
         "actor_name": actor_name,
@@ -43,14 +44,7 @@ def dramatiq_message(
         "message_timestamp": int(time.time() * 1000),
     }
     if key is not None:
-        message["options"]["signature"] = sign_fields(
-            key,
-            message_id=message["message_id"],
-            actor_name=actor_name,
-            args=[],
-            kwargs=kwargs,
-            message_timestamp=message["message_timestamp"],
-        )
+        sign_message(key, message)
     return message
 
 

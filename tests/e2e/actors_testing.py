@@ -41,3 +41,20 @@ def fail_permanently(user_id: int) -> None:
 def fail_transiently() -> None:
     _redis.rpush(_key, "attempt")
     raise TransientError("the provider is down")
+
+
+@dramatiq.actor(
+    queue_name="maintenance",
+    actor_name="testing.slow",
+    max_retries=0,
+    time_limit=120_000,
+    notify_shutdown=True,
+)
+def slow(value: str, seconds: float) -> None:
+    """Records ``start:<value>``, works ``seconds`` (in short steps, so that the worker's shutdown
+    can interrupt it), then records ``end:<value>``."""
+    _redis.rpush(_key, f"start:{value}")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    _redis.rpush(_key, f"end:{value}")

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import redis
 
-from tests.amqp import depth, dramatiq_message, publish
+from tests.amqp import depth, dramatiq_message, publish, take
 from tests.fakes.http import FakeServer, Recorded, Reply
+from tests.rabbitmq_policies import refusing
 from tests.services import require, unique
 from tests.worker import WorkerProcess
 
@@ -119,3 +120,38 @@ def test_messages_wait_for_an_open_breaker_without_spending_retries(
     while_open = log.split("closed -> open.", 1)[1].split("half-open", 1)[0]
     for actor in ("breaker_testing.send_once", "breaker_testing.send_declared"):
         assert f"Failed to process message {actor}" not in while_open
+
+
+def test_a_message_whose_breaker_delay_is_refused_is_dead_lettered_not_run(
+    edujobs_env: dict[str, str], provider: FakeProvider, amqp_url: str
+) -> None:
+    # Given notifications.DQ refusing publishes, and a worker whose sendgrid breaker, once open,
+    # stays open a minute
+    namespace = unique("edujobs-test-breaker")
+    env = {**edujobs_env, "EDUJOBS_TEST_PROVIDER_URL": provider.server.url, "EDUJOBS_REDIS_URL": REDIS_URL,
+           "EDUJOBS_BREAKER_NAMESPACE": namespace, "EDUJOBS_BREAKER_FAIL_MAX": "3",
+           "EDUJOBS_BREAKER_RESET_TIMEOUT": "60"}  # fmt: skip
+    worker = WorkerProcess(env, threads=2, module="tests.e2e.actors_breaker").wait_ready()
+    try:
+        with refusing(amqp_url, "notifications.DQ"):
+            # When three sends fail (the breaker opens), their retries cannot be enqueued either
+            for n in range(3):
+                send(amqp_url, "breaker_testing.send", f"fail-{n}")
+            provider.wait_for(3, 503)
+            wait_for_log(worker, "Circuit breaker sendgrid: closed -> open.")
+            provider.up = True
+            # And a message that declares the breaker arrives while it is open
+            send(amqp_url, "breaker_testing.send_declared", "while-refused")
+            # Then all four are dead-lettered with the reason, none acked as if retried or delayed
+            dead = {d.message()["kwargs"]["name"]: d for d in take(amqp_url, "notifications.XQ", 4)}
+        assert {d.headers["x-edujobs-reason"] for d in dead.values()} == {"requeue_failed"}
+        assert set(dead) == {"fail-0", "fail-1", "fail-2", "while-refused"}
+        assert "could not be enqueued" in dead["while-refused"].headers["x-edujobs-error"]
+        # And the declared one never ran while its breaker was open: the provider did not see it
+        assert all(body["name"] != "while-refused" for body, _ in provider.answered)
+    finally:
+        worker.stop()
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(f"{namespace}:*"))
+        if keys:
+            client.delete(*keys)

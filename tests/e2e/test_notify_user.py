@@ -76,9 +76,9 @@ def test_quiet_hours_delay_an_sms_durably_but_not_a_critical_alert(
         "notifications.notify_user", {"user_id": 1, "template": "emergency_alert", "context": ALERT}
     )
     # Then no SMS goes out: the notification is parked in RabbitMQ until the quiet period ends
-    wait_until(lambda: depth(url, "notifications.wait") == 1, what="a message parked in notifications.wait")
+    wait_until(lambda: depth(url, "notifications.park") == 1, what="a message parked in notifications.park")
     assert fake_twilio.requests == []
-    [parked] = take(url, "notifications.wait", 1)
+    [parked] = take(url, "notifications.park", 1)
     eta = parked.message()["options"]["eta"] / 1000
     assert 2 * 3600 - 120 < eta - clock.time() < 2 * 3600 + 120
     # When the same alert is sent as critical

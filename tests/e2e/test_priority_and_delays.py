@@ -83,12 +83,12 @@ def test_a_long_delay_is_parked_in_rabbitmq_and_survives_a_killed_worker(
     due = int(time.time() * 1000) + 8_000
     # When a message is delayed by 8 s
     record(amqp_url, "delayed", priority="normal", eta=due)
-    # Then it waits in RabbitMQ (.wait / .DQ), not unacked in the worker
+    # Then it waits in RabbitMQ (.park / .DQ), not unacked in the worker
     time.sleep(1.5)
     assert recorded(redis_key) == []
     # And when the worker is killed outright while the message waits
     worker.kill()
-    assert depth(amqp_url, "maintenance.wait") + depth(amqp_url, "maintenance.DQ") == 1
+    assert depth(amqp_url, "maintenance.park") + depth(amqp_url, "maintenance.DQ") == 1
     # Then a new worker runs it once, on time (not before it is due)
     worker = WorkerProcess(env, threads=1, module="tests.e2e.actors_testing").wait_ready()
     try:

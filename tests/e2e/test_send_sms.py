@@ -102,8 +102,8 @@ def test_a_direct_sms_waits_out_quiet_hours_in_rabbitmq_but_a_critical_one_does_
     # When a normal SMS is sent to a user whose quiet hours are now
     worker_client.send("notifications.send_sms", payload, idempotency_key="closed:4:sms")
     # Then nothing reaches Twilio: the same SMS (same key) is parked until the period ends
-    wait_until(lambda: depth(url, "notifications.wait") == 1, what="a message parked in notifications.wait")
-    [parked] = take(url, "notifications.wait", 1)
+    wait_until(lambda: depth(url, "notifications.park") == 1, what="a message parked in notifications.park")
+    [parked] = take(url, "notifications.park", 1)
     message = parked.message()
     assert message["actor_name"] == "notifications.send_sms"
     assert message["kwargs"]["idempotency_key"] == "closed:4:sms"

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from dramatiq.errors import DecodeError
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware, MiddlewareError
 
+from brokers import dlq
 from brokers.consumer import EdujobsMessage, decode_message
 from brokers.rabbitmq import EdujobsBroker
+from contracts.signing import Keyring
 
 
 class Recording(Middleware):
@@ -48,6 +50,7 @@ def broker_with(*middleware: Middleware) -> EdujobsBroker:
         max_priority=9,
         dead_letter_ttl_ms=1000,
         worker_name="test",
+        keyring=Keyring(b"test"),
         middleware=list(middleware),
     )
 
@@ -99,18 +102,31 @@ def test_the_consumers_message_reads_its_fields_without_the_proxy() -> None:
     message: Message[Any] = Message(
         queue_name="q", actor_name="a.b", args=(1,), kwargs={"x": 2}, options={"retries": 1}
     )
-    proxy = EdujobsMessage(False, 7, message)
+    proxy = EdujobsMessage(False, 7, message, consumer=cast(Any, None))
 
     assert "options" in vars(proxy) and proxy.options is message.options
     assert (proxy.queue_name, proxy.actor_name, proxy.args, proxy.kwargs) == ("q", "a.b", (1,), {"x": 2})
     assert (proxy.message_id, proxy.message_timestamp) == (message.message_id, message.message_timestamp)
     proxy.options["retries"] = 2  # Retries changes options in place: the message sees it
     assert message.options["retries"] == 2 and proxy.encode() == message.encode()
+    # And it prints without its arguments, wherever Dramatiq logs it
+    assert str(proxy) == repr(proxy) == f"a.b({message.message_id})"
+
+
+def test_a_message_decoded_with_a_tuple_of_arguments_is_accepted() -> None:
+    # Given the fields an encoder other than JSON gives back (Dramatiq's PickleEncoder keeps tuples)
+    fields = {"queue_name": "q", "actor_name": "a.b", "args": (1, 2), "kwargs": {}, "options": {},
+              "message_id": "m", "message_timestamp": 1}  # fmt: skip
+    # Then its shape is that of a message, as Message.decode accepts it
+    assert dlq.shape_problem(fields) is None
 
 
 def test_a_body_orjson_refuses_is_still_read_as_dramatiq_reads_it() -> None:
     # Given a body with a NaN argument, which Python's json reads and orjson refuses
-    body = b'{"queue_name":"q","actor_name":"a.b","args":[NaN],"kwargs":{},"options":{}}'
+    body = (
+        b'{"queue_name":"q","actor_name":"a.b","args":[NaN],"kwargs":{},"options":{},'
+        b'"message_id":"m","message_timestamp":1}'
+    )
 
     message = decode_message(body)
 
@@ -120,9 +136,17 @@ def test_a_body_orjson_refuses_is_still_read_as_dramatiq_reads_it() -> None:
 @pytest.mark.parametrize(
     ("body", "problem"),
     [
-        (b'{"queue_name":"q","actor_name":"","args":[],"kwargs":{},"options":{}}', "is empty"),
-        (b'{"queue_name":"q","actor_name":"a","args":{},"kwargs":{},"options":{}}', "'args' is an object"),
-        (b'{"queue_name":"q","actor_name":"a","args":[],"kwargs":{},"options":{"eta":"x"}}', "'eta'"),
+        (
+            b'{"queue_name":"q","actor_name":"","args":[],"kwargs":{},"options":{},'
+            b'"message_id":"m","message_timestamp":1}',
+            "is empty",
+        ),
+        (
+            b'{"queue_name":"q","actor_name":"a","args":{},"kwargs":{},"options":{},'
+            b'"message_id":"m","message_timestamp":1}',
+            "'args' is an object",
+        ),
+        (b'{"queue_name":"q","actor_name":"a","args":[],"kwargs":{},"options":{}}', "'message_id'"),
         (b"[1, 2]", "expected a JSON object"),
     ],
 )

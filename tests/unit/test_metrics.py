@@ -45,7 +45,7 @@ class SkipWhenAsked(Middleware):
     """Skips a message that asks for it, as a middleware that postpones work would."""
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        if message.options.get("skip_me"):
+        if message.args == ("postponed",):
             raise SkipMessage("asked to")
 
 
@@ -157,9 +157,17 @@ def test_rejected_and_skipped_messages_are_counted_without_a_duration(
     def guarded(label: str) -> None:
         ran.append(label)
 
-    # Given a message with a forged signature and one that a middleware skips
-    guarded.send_with_options(args=("forged",), signature="0" * 64)
-    guarded.send_with_options(args=("postponed",), skip_me=True)
+    # Given a message with a forged signature (put on the queue directly: this process would refuse
+    # to send it) and one that a middleware skips
+    forged: dramatiq.Message[None] = dramatiq.Message(
+        queue_name=QUEUE,
+        actor_name="tests.guarded",
+        args=("forged",),
+        kwargs={},
+        options={"signature": "0" * 64},
+    )
+    broker.queues[QUEUE].put(forged.encode())
+    guarded.send("postponed")
     broker.join(QUEUE, fail_fast=False)
     worker.join()
     # Then neither ran: the forged one was dead-lettered, the other skipped
