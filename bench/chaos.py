@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session
 
 from bench.chaos_services import PrivateRabbitMQ, PrivateRedis
 from brokers.client import Client
+from brokers.topology import dead_letter_queue, delay_queue, park_queue
 from store.db import make_engine
 from store.migrate import upgrade
 from store.models import Delivery, User
@@ -251,7 +252,7 @@ class Harness:
 
     def _queues_empty(self) -> bool:
         # The management API's figures lag up to 5 s: only trusted once the ledger agrees.
-        names = ("notifications", "notifications.DQ", "notifications.wait")
+        names = ("notifications", delay_queue("notifications"), park_queue("notifications"))
         return all(self.rabbitmq.queue(name).get("messages", 1) == 0 for name in names)
 
     def _unknown_causes(self) -> dict[str, int]:
@@ -304,7 +305,7 @@ class Harness:
         run.unknown = len(unknown_ids)
         run.unknown_delivered = sum(1 for message_id in unknown_ids if received[message_id])
         run.unknown_not_delivered = run.unknown - run.unknown_delivered
-        run.dead_lettered = int(self.rabbitmq.queue("notifications.XQ").get("messages", 0))
+        run.dead_lettered = int(self.rabbitmq.queue(dead_letter_queue("notifications")).get("messages", 0))
         run.pending_left = int(by_status.get("pending", 0))
         run.unknown_causes = self._unknown_causes()
         missing = sum(1 for m in ids if not received[m] and m not in unknown_ids)

@@ -110,9 +110,13 @@ class PrivateRabbitMQ:
         return httpx.Client(base_url=base, auth=("guest", "guest"), timeout=10)
 
     def queue(self, name: str) -> dict[str, Any]:
+        """The management API's figures of queue ``name`` (``{"messages": 0}`` if it does not exist)."""
         with self._management() as http:
             response = http.get(f"/api/queues/%2F/{name}")
-            return dict(response.json()) if response.status_code == 200 else {}
+            if response.status_code == 404:
+                return {"messages": 0}
+            response.raise_for_status()
+            return dict(response.json())
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
