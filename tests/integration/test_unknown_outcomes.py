@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,10 @@ from actors.notifications.providers.sendgrid import Email, SendGridMailer
 from actors.notifications.providers.twilio import Sms, TwilioSender
 from contracts.errors import ProviderUnavailableError
 from middleware.breaker_storage import BreakerRegistry
-from store.once import OutcomeUnknownError
+from store.db import make_engine
+from store.ledger import Ledger
+from store.migrate import upgrade
+from store.once import OutcomeUnknownError, perform_once
 from tests.fakes import fcm, twilio
 from tests.fakes.fcm import FakeFcm
 from tests.fakes.http import FakeServer, Reply, gateway_error, hang_up, reset
@@ -111,3 +115,42 @@ def test_a_provider_answering_500_or_503_failed_and_is_retried(
     with pytest.raises(ProviderUnavailableError) as raised:
         send()
     assert not isinstance(raised.value, OutcomeUnknownError)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    upgrade(url)
+    ledger = Ledger(make_engine(url))
+    yield ledger
+    ledger.close()
+
+
+def perform(ledger: Ledger, send: Send) -> str:
+    return perform_once(ledger, "k", channel="c", actor_name="a", message_id="m", action=lambda: str(send()),
+                        marks_leaving=True).status  # fmt: skip
+
+
+def test_a_request_whose_connection_never_came_up_is_not_marked_as_leaving(
+    provider: tuple[FakeServer, Send], ledger: Ledger
+) -> None:
+    server, send = provider
+    # Given a provider nothing listens for
+    server.stop()
+    # When the adapter's call fails to connect
+    with pytest.raises(ProviderUnavailableError):
+        perform(ledger, send)
+    # Then the claim was never marked as leaving: a worker killed while connecting leaves a claim
+    # that provably never left (sent again at once), not an unknown outcome
+    row = ledger.get("k", "c")
+    assert row is not None and row.status == "failed" and row.sending_at is None
+
+
+def test_a_request_that_reached_the_provider_was_marked_as_leaving(
+    provider: tuple[FakeServer, Send], ledger: Ledger
+) -> None:
+    server, send = provider
+    server.queue(hang_up())
+    assert perform(ledger, send) == "unknown"
+    row = ledger.get("k", "c")
+    assert row is not None and row.sending_at is not None

@@ -44,6 +44,7 @@ from firebase_admin import credentials, exceptions, messaging
 
 from actors.notifications.providers.outcome import AMBIGUOUS_STATUSES, requests_request_left
 from actors.notifications.providers.retry_after import header, parse_retry_after
+from actors.notifications.providers.transport import MarkingAdapter
 from contracts.errors import (
     ConfigurationError,
     PermanentError,
@@ -52,7 +53,7 @@ from contracts.errors import (
     RateLimitedError,
 )
 from middleware.breaker_storage import guard
-from store.once import OutcomeUnknownError, request_leaving
+from store.once import OutcomeUnknownError
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +121,10 @@ class FcmSender:
         )
         service = messaging._get_messaging_service(self.app)
         service._fcm_url = f"{base_url}/v1/projects/{project_id}/messages:send"
-        # No retries inside the SDK (see the module docstring); mounted on the base URL, whose
+        # No retries inside the SDK (see the module docstring), and connections that mark the
+        # ledger's claim "sending" once connected (``transport``); mounted on the base URL, whose
         # prefix is longer than the http:// and https:// adapters the SDK mounted.
-        service._client.session.mount(base_url, requests.adapters.HTTPAdapter(max_retries=0))
+        service._client.session.mount(base_url, MarkingAdapter(max_retries=0))
         self.base_url = base_url
 
     def close(self) -> None:
@@ -139,7 +141,6 @@ class FcmSender:
             notification=messaging.Notification(title=push.title, body=push.body),
             data=dict(push.data) or None,
         )
-        request_leaving()  # the ledger's mark: from here on, FCM may get the push
         try:
             return str(messaging.send(message, app=self.app))
         except exceptions.FirebaseError as e:

@@ -25,9 +25,10 @@ from sendgrid import SendGridAPIClient
 
 from actors.notifications.providers.outcome import AMBIGUOUS_STATUSES, urllib_request_left
 from actors.notifications.providers.retry_after import header, parse_retry_after
+from actors.notifications.providers.transport import build_opener
 from contracts.errors import ProviderRejectedError, ProviderUnavailableError, RateLimitedError
 from middleware.breaker_storage import guard
-from store.once import OutcomeUnknownError, request_leaving
+from store.once import OutcomeUnknownError
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ class SendGridMailer:
         # 15 % of what a busy worker spent holding the GIL per email. ``_post`` hands the SDK's own
         # ``_make_request`` the same request (its URL, its headers, the JSON body) through one
         # opener built here, with the same default handlers: proxies are read once, at start.
-        self._opener = urllib.request.build_opener()
+        # Its connections mark the ledger's claim "sending" once connected (``transport``).
+        self._opener = build_opener()
         self._url = self._mail_send._build_url(None)
         self._headers = {**self._mail_send.request_headers, "Content-Type": "application/json"}
         self.from_email = from_email
@@ -162,7 +164,6 @@ class SendGridMailer:
             request = urllib.request.Request(
                 self._url, data=json.dumps(body).encode(), headers=self._headers, method="POST"
             )
-            request_leaving()  # the ledger's mark: from here on, SendGrid may get the email
             response = Response(self._mail_send._make_request(self._opener, request))
         except HTTPError as e:
             raise translate_http_error(e) from None

@@ -21,6 +21,7 @@ Every call runs inside the ``twilio`` circuit breaker's guard.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ from twilio.rest import Client
 
 from actors.notifications.providers.outcome import AMBIGUOUS_STATUSES, requests_request_left
 from actors.notifications.providers.retry_after import header, parse_retry_after
+from actors.notifications.providers.transport import MarkingAdapter
 from contracts.errors import (
     ProviderRejectedError,
     ProviderUnavailableError,
@@ -40,7 +42,7 @@ from contracts.errors import (
     RecipientError,
 )
 from middleware.breaker_storage import guard
-from store.once import OutcomeUnknownError, request_leaving
+from store.once import OutcomeUnknownError
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,9 @@ class _HostClient(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no ty
     def __init__(self, *, base_url: str, timeout: float) -> None:
         super().__init__(timeout=timeout)
         self.base_url = base_url.rstrip("/")
+        # Connections that mark the ledger's claim "sending" once connected (``transport``), with
+        # the SDK's own pool size; mounted on the base URL, longer than the SDK's https:// prefix.
+        self.session.mount(self.base_url, MarkingAdapter(pool_maxsize=min(32, (os.cpu_count() or 1) + 4)))
         self._local = threading.local()
 
     def request(
@@ -74,7 +79,6 @@ class _HostClient(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no ty
         if url.startswith(TWILIO_API):
             url = self.base_url + url[len(TWILIO_API) :]
         self._local.response = None
-        request_leaving()  # the ledger's mark: from here on, Twilio may get the SMS
         response: Response = super().request(
             method, url, params, data, headers, auth, timeout, allow_redirects
         )
