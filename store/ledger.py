@@ -66,6 +66,7 @@ from store.ledger_sql import (
     INSERTED,
     KEY,
     PENDING,
+    RELAXED,
     SENT,
     SKIPPED,
     UNKNOWN,
@@ -212,7 +213,7 @@ class Ledger:
             bound = {**parameters, **{f"claim_{name}": value for name, value in values.items()}}
             with self._autocommit.connect() as connection:
                 row = dict(connection.execute(claim_and_read(read, tuple(values)), bound).one()._mapping)
-            inserted, found = row.pop(INSERTED), row.pop(FOUND)
+            inserted, found, _ = row.pop(INSERTED), row.pop(FOUND), row.pop(RELAXED)
             read_row = row if found is not None else None
             if inserted:
                 return Claim(True, PENDING, key=key, channel=channel, token=token, inserted=True), read_row

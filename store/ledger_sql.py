@@ -58,8 +58,9 @@ class Statements:
                 }
             )
             .on_conflict_do_nothing(index_elements=list(KEY))
-            # RETURNING, not rowcount: psycopg reports rowcount -1 for INSERT ... ON CONFLICT.
-            .returning(_c.id)
+            # RETURNING, not rowcount: psycopg reports rowcount -1 for INSERT ... ON CONFLICT. Its
+            # set_config runs for an inserted row only, before the commit: see RELAXED_COMMIT.
+            .returning(_c.id, *([RELAXED_COMMIT] if dialect == "postgresql" else []))
         )
         owners = _owners.c
         self.judge = (
@@ -157,20 +158,27 @@ def claim_and_read(read: Select[Any], columns: tuple[str, ...]) -> Select[Any]:
     inserted = select(func.count()).select_from(claim).scalar_subquery().label(INSERTED)
     found = read.add_columns(literal(1).label(FOUND)).subquery("r")
     one = select(literal(1).label("one")).subquery("one")
-    return select(inserted, *found.c).select_from(one.outerjoin(found, true()))
+    relaxed = RELAXED_COMMIT.label(RELAXED)  # one row: runs once, before the commit
+    return select(inserted, *found.c, relaxed).select_from(one.outerjoin(found, true()))
+
+
+#: PostgreSQL: ``synchronous_commit`` off for the current transaction only. Evaluated inside a
+#: statement (a RETURNING item, a select column, a WHERE subquery), it makes that statement's
+#: commit return without waiting for its WAL to reach the disk.
+#:
+#: Every ledger write but one uses it: whatever they record before a request leaves (a claim, a
+#: take-over) is made durable by the one that must be, the ``sending`` mark (``begin``), whose
+#: synchronous commit flushes the WAL up to itself, theirs included; a claim lost in a database
+#: crash before that mark was never acted upon. ``complete`` after the request risks losing a
+#: ``sent`` in a crash within a fraction of a second: the row then stays ``sending`` and is judged
+#: an unknown outcome (held, visible; resent only for critical and high priority, whose policy
+#: accepts that), never silently sent twice. So a delivery waits for the disk once, not three times.
+RELAXED_COMMIT: Any = func.set_config("synchronous_commit", "off", true())
+RELAXED = "claim_relaxed_"
 
 
 def _without_waiting_for_the_disk(dialect: str) -> tuple[Any, ...]:
-    """PostgreSQL: a condition that makes the statement's commit not wait for its WAL to reach the
-    disk (``synchronous_commit`` off for this transaction only, set by ``set_config`` in a
-    subquery of the WHERE clause, which runs before the commit).
-
-    For ``complete`` only. What it risks is losing a ``sent`` in a database crash within a
-    fraction of a second: the row then stays ``sending``, and is judged as an unknown outcome
-    (held, visible; resent only for critical and high priority, whose policy accepts that). What
-    it saves is one disk flush per delivery, on the worker's path: the claim and the ``sending``
-    mark, which must never be lost (a lost mark could send twice), still wait for theirs."""
+    """A WHERE condition applying ``RELAXED_COMMIT`` (PostgreSQL; nothing elsewhere)."""
     if dialect != "postgresql":
         return ()
-    relaxed = select(func.set_config("synchronous_commit", "off", true())).scalar_subquery()
-    return (relaxed.is_not(None),)
+    return (select(RELAXED_COMMIT).scalar_subquery().is_not(None),)
