@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 THREADS ?= 8
 PROCESSES ?= 2
 
-.PHONY: run worker scheduler test test-unit lint format bench chaos check clean
+.PHONY: run worker scheduler test test-unit test-conformance test-faults lint format bench chaos check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
+
+## test-conformance: Dramatiq's own tests (from the sdist of the installed version, fetched with pip into
+## var/conformance/) against edujobs' broker on RabbitMQ; expected differences are listed by name
+test-conformance: $(STAMP)
+	$(BIN)/python -m tests.conformance -q
+
+## test-faults: the fault tests that take minutes (RabbitMQ's at-least-once dead-lettering retries
+## every 3 minutes); not part of `make test`, run by CI after it
+test-faults: $(STAMP)
+	$(BIN)/pytest -q -m faults
 
 ## lint: ruff (lint + format check) and mypy --strict
 lint: $(STAMP)

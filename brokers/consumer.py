@@ -155,11 +155,12 @@ class EdujobsConsumer(_RabbitmqConsumer):
             return None
 
         options = fields["options"]
+        now_ms = time.time() * 1000
         not_before = options.get("not_before")
-        if not_before is not None and not_before > (options.get("eta") or 0):
+        if not_before is not None and not_before > now_ms and not_before > (options.get("eta") or 0):
             options["eta"] = not_before  # its sender delayed it: keep it delayed whatever its state says
         eta = options.get("eta")
-        if eta is not None and eta - time.time() * 1000 > self.broker.park_threshold_ms:
+        if eta is not None and eta - now_ms > self.broker.park_threshold_ms:
             self._park(tag, body, properties)
             return None
 
@@ -188,7 +189,10 @@ class EdujobsConsumer(_RabbitmqConsumer):
             exception_type=exception_type,
             error=error,
         )
-        self.broker.dead_letter(self.queue_name, body, record, _amqp_priority(properties))
+        # A decoded message goes along (not as it would run: for reporting, e.g. Sentry's grouping
+        # by actor); the body, not this object, is what is dead-lettered.
+        message: Message[Any] | None = Message(**fields) if fields else None
+        self.broker.dead_letter(self.queue_name, body, record, _amqp_priority(properties), message)
         self._ack_now(tag)
 
     def _park(self, tag: int, body: bytes, properties: Any) -> None:

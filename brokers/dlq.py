@@ -35,6 +35,7 @@ REASONS = (
     "wrong_queue",  # the message names another queue than the one it was published to
     "age_limit",
     "requeue_failed",  # a retry or delay could not be re-enqueued (the queue refused it)
+    "middleware_error",  # a hook deciding a failed message's fate broke: dead, not acked as done
 )
 
 

@@ -9,7 +9,10 @@ For each domain queue ``Q`` (one ``GET /api/queues/{vhost}`` per read):
   ``Q.wait`` of an earlier version, until it drains);
 - ``dead``: messages in the dead-letter queue ``Q.XQ``;
 - the age of ``Q``'s oldest ready message, from RabbitMQ's ``head_message_timestamp``, which exists
-  only when messages carry the AMQP ``timestamp`` property (0 when ``Q`` is empty, absent when unknown).
+  only when messages carry the AMQP ``timestamp`` property (0 when ``Q`` is empty, absent when unknown);
+- the age of the oldest dead letter of ``Q.XQ`` (the same way: edujobs dates every dead letter) and
+  the TTL RabbitMQ applies there (its ``x-message-ttl``), so that an alert fires before letters
+  expire that the daily archival (``maintenance.archive_dead_letters``) did not take.
 
 RabbitMQ refreshes these figures every ``collect_statistics_interval`` (5 s by default). Nothing here
 consumes or requeues a message, so dead-letter queues keep their order.
@@ -40,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 COLUMNS = (
     "name,messages,messages_ready,messages_unacknowledged,head_message_timestamp,consumers,"
-    "message_stats.publish_details.rate,message_stats.ack_details.rate"
+    "message_stats.publish_details.rate,message_stats.ack_details.rate,arguments.x-message-ttl"
 )
 
 
@@ -63,6 +66,9 @@ class QueueDepth:
     #: messages per second published to / acknowledged from the queue (RabbitMQ's recent average)
     publish_rate: float | None = None
     ack_rate: float | None = None
+    #: age of the oldest dead letter of ``Q.XQ`` and the TTL after which RabbitMQ drops it
+    dead_oldest_age_seconds: float | None = None
+    dead_ttl_seconds: float | None = None
 
     def kinds(self) -> dict[str, int | None]:
         return {
@@ -133,27 +139,36 @@ class QueueStatsReader:
     def _depth(self, queue: str, by_name: dict[str, dict[str, Any]], now: float) -> QueueDepth:
         main = by_name.get(queue, {})
         ready = _count(main, "messages_ready")
-        oldest: float | None = None
-        if ready == 0:
-            oldest = 0.0
-        elif ready is not None and isinstance(main.get("head_message_timestamp"), int | float):
-            oldest = max(0.0, now - float(main["head_message_timestamp"]))
+        dead = by_name.get(dead_letter_queue(queue), {})
+        ttl = (dead.get("arguments") or {}).get("x-message-ttl") if isinstance(dead, dict) else None
         return QueueDepth(
             queue=queue,
             ready=ready,
             unacked=_count(main, "messages_unacknowledged"),
             delayed=_count(by_name.get(delay_queue(queue), {}), "messages"),
             waiting=_parked(by_name, queue),
-            dead=_count(by_name.get(dead_letter_queue(queue), {}), "messages"),
-            oldest_age_seconds=oldest,
+            dead=_count(dead, "messages"),
+            oldest_age_seconds=_oldest_age(main, ready, now),
             consumers=_count(main, "consumers"),
             publish_rate=_rate(main, "publish_details"),
             ack_rate=_rate(main, "ack_details"),
+            dead_oldest_age_seconds=_oldest_age(dead, _count(dead, "messages_ready"), now),
+            dead_ttl_seconds=ttl / 1000 if isinstance(ttl, int) and not isinstance(ttl, bool) else None,
         )
 
     def close(self) -> None:
         if self._http is not None:
             self._http.close()
+
+
+def _oldest_age(queue: dict[str, Any], ready: int | None, now: float) -> float | None:
+    """The age of the queue's oldest ready message: 0 when none is ready, None when unknown."""
+    if ready == 0:
+        return 0.0
+    head = queue.get("head_message_timestamp")
+    if ready is None or not isinstance(head, int | float):
+        return None
+    return max(0.0, now - float(head))
 
 
 def _rate(queue: dict[str, Any], field: str) -> float | None:
@@ -208,6 +223,16 @@ class QueueStatsCollector:
         consumers = GaugeMetricFamily(
             "edujobs_queue_consumers", "Consumers of a domain queue (0 while it is paused).", labels=["queue"]
         )
+        dead_age = GaugeMetricFamily(
+            "edujobs_dead_letter_oldest_age_seconds",
+            "Age of the oldest dead letter in a domain queue's Q.XQ (0 when it has none).",
+            labels=["queue"],
+        )
+        dead_ttl = GaugeMetricFamily(
+            "edujobs_dead_letter_ttl_seconds",
+            "How long Q.XQ keeps a dead letter before RabbitMQ drops it (its x-message-ttl).",
+            labels=["queue"],
+        )
         for depth in depths:
             if depth.consumers is not None:
                 consumers.add_metric([depth.queue], depth.consumers)
@@ -216,7 +241,11 @@ class QueueStatsCollector:
                     messages.add_metric([depth.queue, kind], count)
             if depth.oldest_age_seconds is not None:
                 age.add_metric([depth.queue], depth.oldest_age_seconds)
-        return [up, messages, age, consumers]
+            if depth.dead_oldest_age_seconds is not None:
+                dead_age.add_metric([depth.queue], depth.dead_oldest_age_seconds)
+            if depth.dead_ttl_seconds is not None:
+                dead_ttl.add_metric([depth.queue], depth.dead_ttl_seconds)
+        return [up, messages, age, consumers, dead_age, dead_ttl]
 
 
 def metrics_directory(metrics_dir: str | None) -> str:

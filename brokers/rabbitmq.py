@@ -27,6 +27,7 @@ from typing import Any
 
 import pika
 import pika.exceptions
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import MAX_ENQUEUE_ATTEMPTS, RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ActorNotFound, ConnectionClosed
@@ -46,7 +47,7 @@ from brokers.topology import (
 )
 from contracts.errors import ConfigurationError
 from contracts.signing import SIGNATURE_OPTION, Keyring
-from middleware.fate import ORIGIN
+from middleware.fate import ORIGIN, mark_dead
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +208,10 @@ class EdujobsBroker(RabbitmqBroker):
         for hook in reversed(self._hooks(name)):
             try:
                 hook(self, *args, **kwargs)
-            except Exception:
+            except Exception as e:
                 self.logger.critical("Unexpected failure in %s of %r.", name, _owner(hook), exc_info=True)
+                if signal == "process_message" and kwargs.get("exception") is not None:
+                    _undecided(args[0], hook, e)
 
     # -- publishing -----------------------------------------------------------------------------
 
@@ -217,6 +220,9 @@ class EdujobsBroker(RabbitmqBroker):
         head_message_timestamp, the oldest-message-age metric, is read from it), the actor's
         priority for a message that names none, ``not_before`` on a new delayed message, backoff
         between attempts, and no publish at all for a copy of a message whose channel closed."""
+        # A retry passes the received message itself (Dramatiq's Retries does): it is told once its
+        # next life is published (``emit_after``).
+        received = message if isinstance(message, EdujobsMessage) else None
         canonical_queue_name = message.queue_name
         queue_name = canonical_queue_name
         if delay is not None:
@@ -252,6 +258,8 @@ class EdujobsBroker(RabbitmqBroker):
                 attempts = self._after_publish_error(e, queue_name, attempts)
                 time.sleep(_backoff(attempts))
                 self.declare_queue(canonical_queue_name, ensure=True)
+        if received is not None:
+            setattr(received, REENQUEUED, True)
         self.emit_after("enqueue", message, delay)
         return message
 
@@ -329,6 +337,22 @@ class EdujobsBroker(RabbitmqBroker):
             record["exception_type"] or "no exception",
             record["fingerprint"],
         )
+
+
+#: Set (True) on a received message once a next life of it (a retry, a delay) was published.
+REENQUEUED = "edujobs_reenqueued"
+
+
+def _undecided(message: MessageProxy, hook: Callable[..., None], error: Exception) -> None:
+    """A hook deciding the fate of a failed message broke (a retry that could not be published, a
+    middleware's bug): unless it was failed or re-enqueued already, it is dead-lettered with the
+    reason, never acked as if done."""
+    if message.failed or vars(message).get(REENQUEUED) is True:
+        return
+    owner = type(_owner(hook)).__name__
+    mark_dead(
+        message, "middleware_error", type(error).__name__, f"{owner} failed after the attempt failed: {error}"
+    )
 
 
 def _backoff(attempts: int) -> float:

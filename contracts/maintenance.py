@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from contracts.registry import Contract, register
@@ -35,3 +37,18 @@ class ArchiveOldData(Contract):
 
     days: int = Field(default=365, ge=30, le=3650)
     batch_size: int = Field(default=5000, ge=100, le=100_000)
+
+
+#: The domain queues (``brokers.topology.DOMAIN_QUEUES``, which contracts cannot import).
+DomainQueue = Literal["notifications", "media", "reports", "academics", "maintenance"]
+
+
+@register("maintenance.archive_dead_letters", queue="maintenance", priority="low")
+class ArchiveDeadLetters(Contract):
+    """Move the dead letters about to expire (older than EDUJOBS_DEAD_LETTER_TTL_DAYS less
+    EDUJOBS_DEAD_LETTER_ARCHIVE_MARGIN_DAYS) from each queue's Q.XQ to storage (gzipped JSON lines
+    under dead-letters/<queue>/<day>/), written before they are removed."""
+
+    queues: list[DomainQueue] | None = Field(
+        default=None, max_length=5, description="Only these queues (default: all)."
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, field_validator
 
 from contracts.registry import Contract, register
 
@@ -24,12 +24,42 @@ class TemplatedMessage(Contract):
     )
 
 
-class EmailAttachment(Contract):
-    """A file in edujobs' storage, attached to an email."""
+#: Attachments are read from this storage prefix only. Storage also holds database backups,
+#: reports, archives and media (personal data, token hashes); whoever may enqueue an email must not
+#: be able to mail any of it to an address of their choosing. A producer that wants to attach a
+#: report copies it under this prefix first (or sends its download link).
+ATTACHMENTS_PREFIX = "attachments/"
 
-    storage_key: str = Field(min_length=1, max_length=1024, description="Key of the file in storage.")
+
+class EmailAttachment(Contract):
+    """A file in edujobs' storage under ``attachments/``, attached to an email."""
+
+    storage_key: str = Field(
+        min_length=len(ATTACHMENTS_PREFIX) + 1,
+        max_length=1024,
+        description=f"Key of the file in storage; only keys under {ATTACHMENTS_PREFIX} are attachable.",
+        json_schema_extra={"pattern": f"^{ATTACHMENTS_PREFIX}"},
+    )
     filename: str = Field(min_length=1, max_length=255, pattern=r"^[^/\\]+$", description="Name shown.")
     mime_type: str = Field(default="application/octet-stream", max_length=127, pattern=r"^[\w.+-]+/[\w.+-]+$")
+
+    @field_validator("storage_key")
+    @classmethod
+    def _attachable(cls, key: str) -> str:
+        check_attachable(key)
+        return key
+
+
+def check_attachable(key: str) -> None:
+    """Raise ``ValueError`` unless ``key`` lies under ``ATTACHMENTS_PREFIX`` and stays there (no
+    ``.``/``..``/empty segment, no backslash: ``attachments/../backups/db`` names a backup). The
+    worker checks again before reading, whatever validated the message."""
+    climbs = "\\" in key or any(part in ("", ".", "..") for part in key.split("/"))
+    if climbs or not key.startswith(ATTACHMENTS_PREFIX):
+        raise ValueError(
+            f"{key!r} is not attachable: attachments come from {ATTACHMENTS_PREFIX} only "
+            f"(copy the file there, or send its download link)"
+        )
 
 
 @register("notifications.send_email", queue="notifications", priority="normal")

@@ -40,6 +40,7 @@ producers (``brokers.client``) and operators' tools sign without loading workers
 from __future__ import annotations
 
 import hmac
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -223,7 +224,9 @@ def canonical_json(value: Any) -> bytes:
         data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
     except (orjson.JSONEncodeError, TypeError):
         data = None
-    if data is not None and _NOT_CANONICAL.search(data) is None:
+    # orjson writes NaN and the infinities as null, where RFC 8785 refuses them: a null in the output
+    # is looked into (real nulls are common, floats that are not finite are not).
+    if data is not None and _NOT_CANONICAL.search(data) is None and (b"null" not in data or _finite(value)):
         return data
     try:
         return rfc8785.dumps(value)
@@ -231,15 +234,29 @@ def canonical_json(value: Any) -> bytes:
         raise SignatureError(f"the message cannot be signed: {type(e).__name__}: {e}") from None
 
 
+def _finite(value: Any) -> bool:
+    """Whether no float in ``value`` is NaN or infinite."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if item != item or item in (math.inf, -math.inf):
+                return False
+        elif kind is dict:
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+    return True
+
+
 # -- documents ----------------------------------------------------------------------------------
 
 
 def base_queue(queue_name: str) -> str:
-    """The queue a message belongs to, without Dramatiq's delay suffix (or edujobs' others)."""
-    for suffix in (".DQ", ".XQ", ".wait", ".park"):
-        if queue_name.endswith(suffix):
-            return queue_name[: -len(suffix)]
-    return queue_name
+    """The queue a message belongs to, without Dramatiq's delay suffix: a delayed message moves
+    between ``Q.DQ`` and ``Q`` under one signature."""
+    return queue_name[:-3] if queue_name.endswith(".DQ") else queue_name
 
 
 def sender_document(

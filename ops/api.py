@@ -5,8 +5,9 @@
   job, each request audited (``ops.enqueue``); scope ``enqueue:<queue>``.
 - ``GET /v1/jobs/{id}``: a job's state (``store.jobs``); scope ``ops:read``.
 - ``GET /v1/dlq``, ``GET /v1/dlq/{queue}``, ``GET /v1/dlq/{queue}/{id}``, ``POST /v1/dlq/{queue}/requeue``,
-  ``POST /v1/dlq/{queue}/purge``: dead-letter review and actions (``ops.dlq``, the same code as the CLI);
-  scopes ``ops:read`` / ``ops:write``; every action is audit-logged under the token's name.
+  ``POST /v1/dlq/{queue}/purge``: dead-letter review and actions (``ops.dlq``, the same code as the CLI;
+  ``?archived=true`` reads the letters archived to storage); scopes ``ops:read`` / ``ops:write``;
+  every action is audit-logged under the token's name.
 - ``POST /v1/jobs/{id}/cancel``: cancel a queued or running job (``store.jobs.cancel``); ``ops:write``.
 - ``GET /v1/queues``, ``POST /v1/queues/{queue}/pause`` and ``/resume``: queue figures and control
   (``ops.queues``, the same code as the CLI); ``ops:read`` / ``ops:write``.
@@ -14,8 +15,9 @@
   their next and last runs, run-time schedules created and removed (``schedules.scheduler``);
   ``ops:read`` / ``ops:write`` (and ``enqueue:<queue>`` of the actor to create one).
 - ``/ui/``: the operators' web page (``ops/web``: plain HTML, CSS and JavaScript over this API).
-- ``/healthz`` (the process answers), ``/readyz`` (RabbitMQ and the database answer) and ``/metrics``
-  (Prometheus: the API's requests and the queue depths), without a token.
+- ``/healthz`` (the process answers), ``/readyz`` (RabbitMQ and the database answer; checked at most
+  every 5 s, ``ops.api_health``) and ``/metrics`` (Prometheus: the API's requests and the queue
+  depths), without a token.
 
 Every request is subject to a body size limit (413) and a rate limit (429) per valid token, or per
 client address for requests without one, ``ops.limits``.
@@ -35,15 +37,16 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from brokers.client import Client, PublishError
-from brokers.health import check_rabbitmq
 from brokers.queue_stats import QueueStatsCollector, QueueStatsReader, vhost_of
 from brokers.topology import DOMAIN_QUEUES
 from contracts.errors import EdujobsError, UnknownActorError
 from contracts.registry import all_contracts, get_contract
 from ops import queues as ops_queues
+from ops.api_health import READY_TTL_SECONDS, Readiness
+from ops.api_jobs import show_job
 from ops.api_models import (
     Accepted,
     BatchAccepted,
@@ -54,14 +57,14 @@ from ops.api_models import (
     RequeueIn,
     ScheduleIn,
 )
-from ops.auth import Caller, authenticate, check_scope, require
+from ops.auth import AuthFailures, Caller, authenticate, check_scope, require
 from ops.dlq import DeadLetterError, DeadLetters, NotFound, Selection
 from ops.enqueue import MessageIn, audit_enqueue, publish, record_enqueued
 from ops.limits import BodyLimit, RateLimit
 from schedules.crontab import CRONTAB, Schedule
 from schedules.scheduler import ScheduleError, add_schedule, list_schedules, next_fire_times, remove_schedule
 from store import audit, tokens
-from store.jobs import JobStore, cancel, job_fields
+from store.jobs import cancel
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +91,7 @@ def create_app(
     max_body_bytes: int = 1_048_576,
     rate_limit: float = 50.0,
     rate_burst: int = 100,
+    ready_ttl: float = READY_TTL_SECONDS,
 ) -> FastAPI:
     """The API bound to one broker, database and producer client."""
     # No /docs or /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN, and nothing an
@@ -121,6 +125,7 @@ def create_app(
         return response
 
     app.state.engine = engine
+    app.state.auth_failures = AuthFailures(engine)
     app.state.client = client
     app.state.rabbitmq_url = rabbitmq_url
     app.state.dead_letters = DeadLetters(rabbitmq_url, engine=engine, queues=queues)
@@ -169,12 +174,17 @@ def create_app(
         return BatchAccepted(messages=_send(caller, body.messages))
 
     @app.get("/v1/jobs/{message_id}", tags=["jobs"])
-    def get_job(message_id: str, _caller: Annotated[Caller, Depends(require("ops:read"))]) -> dict[str, Any]:
-        """A job's state, progress, attempts and error."""
-        job = JobStore(engine).get(message_id)
+    def get_job(
+        message_id: str, caller: Annotated[Caller, Depends(require("ops:read"))], reveal: bool = False
+    ) -> dict[str, Any]:
+        """A job's state, progress, attempts and error; personal data in the error and result is
+        redacted unless ``reveal`` (needs ops:write, audit-logged)."""
+        if reveal:
+            check_scope(caller, "ops:write")
+        job = show_job(engine, message_id, reveal=reveal, operator=f"token:{caller.name}")
         if job is None:
             raise HTTPException(404, f"no job {message_id!r} recorded")
-        return job_fields(job)
+        return job
 
     @app.post("/v1/jobs/{message_id}/cancel", tags=["jobs"])
     def cancel_job(
@@ -296,7 +306,8 @@ def create_app(
     def dlq_stats(
         service: Dlq, _caller: Annotated[Caller, Depends(require("ops:read"))]
     ) -> list[dict[str, Any]]:
-        """Per queue: count, oldest failure, causes grouped by fingerprint with a sample error."""
+        """Per queue: count, oldest failure, causes grouped by fingerprint with a sample error, and
+        how many letters were archived to storage (``archived``; null if storage cannot tell)."""
         return service.stats()
 
     @app.get("/v1/dlq/{queue}", tags=["dead letters"])
@@ -309,10 +320,18 @@ def create_app(
         fingerprint: str | None = None,
         since_ms: Annotated[int | None, Query(ge=0)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+        archived: bool = False,
     ) -> list[dict[str, Any]]:
-        """A queue's dead letters, oldest first (nothing is removed or reordered)."""
+        """A queue's dead letters, oldest first (nothing is removed or reordered); ``archived``:
+        those archived to storage before their TTL."""
         letters = service.list(
-            queue, actor=actor, reason=reason, fingerprint=fingerprint, since_ms=since_ms, limit=limit
+            queue,
+            actor=actor,
+            reason=reason,
+            fingerprint=fingerprint,
+            since_ms=since_ms,
+            limit=limit,
+            archived=archived,
         )
         return [letter.summary() for letter in letters]
 
@@ -323,11 +342,14 @@ def create_app(
         service: Dlq,
         caller: Annotated[Caller, Depends(require("ops:read"))],
         reveal: bool = False,
+        archived: bool = False,
     ) -> dict[str, Any]:
-        """One dead letter; personal data redacted unless ``reveal`` (needs ops:write, audit-logged)."""
+        """One dead letter (``archived``: of the archive); personal data redacted unless ``reveal``
+        (needs ops:write, audit-logged)."""
         if reveal:
             check_scope(caller, "ops:write")
-        return service.show(dead_letter_id, queue=queue, reveal=reveal, operator=f"token:{caller.name}")
+        operator = f"token:{caller.name}"
+        return service.show(dead_letter_id, queue=queue, reveal=reveal, operator=operator, archived=archived)
 
     @app.post("/v1/dlq/{queue}/requeue", tags=["dead letters"])
     def dlq_requeue(
@@ -359,16 +381,13 @@ def create_app(
         """The process answers."""
         return {"status": "ok"}
 
+    readiness = Readiness(rabbitmq_url, engine, ttl=ready_ttl)
+
     @app.get("/readyz", tags=["health"])
     def readyz() -> JSONResponse:
-        """RabbitMQ and the database answer (503 saying which does not)."""
-        checks: dict[str, str] = {"rabbitmq": check_rabbitmq(rabbitmq_url, timeout=2.0) or "ok"}
-        try:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as e:
-            checks["database"] = f"unreachable ({type(e).__name__})"
+        """RabbitMQ and the database answer (503 saying which does not); checked at most every few
+        seconds (``ops.api_health``), and rate-limited per client address."""
+        checks = readiness.checks()
         ready = all(value == "ok" for value in checks.values())
         return JSONResponse(checks, status_code=status.HTTP_200_OK if ready else 503)
 
@@ -395,11 +414,14 @@ def app_from_settings() -> FastAPI:
     from brokers.settings import get_settings
     from schedules.service import load_crontab
     from store.db import get_engine
+    from store.migrate import check_migrated
 
     settings = get_settings()
+    engine = get_engine()
+    check_migrated(engine)  # NotMigratedError: the API starts only on a migrated database
     return create_app(
         rabbitmq_url=settings.rabbitmq_url,
-        engine=get_engine(),
+        engine=engine,
         client=default_client(),
         management_url=settings.rabbitmq_management_url,
         max_body_bytes=settings.api_max_body_bytes,

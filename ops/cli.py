@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from contracts.errors import ConfigurationError, EdujobsError
-from ops.cli_common import AsJson, Operator, err, fail, parse_payload
+from ops.cli_common import AsJson, Operator, database, err, fail, parse_payload
 from ops.cli_deliveries import deliveries_app
 from ops.cli_dlq import dlq_app
 from ops.cli_queues import queues_app
@@ -86,11 +86,20 @@ def _record_enqueued(message_id: str, actor: str, payload: dict[str, Any]) -> No
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "heads", as_json: AsJson = False) -> None:
     """Migrate the database (EDUJOBS_DATABASE_URL) to the latest revision."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from brokers.settings import get_settings
     from store.migrate import current, upgrade
 
     url = get_settings().database_url
-    upgrade(url, revision)
+    try:
+        upgrade(url, revision)
+    except SQLAlchemyError as e:
+        problem = (str(getattr(e, "orig", None) or e).splitlines() or [""])[0][:300]
+        raise fail(
+            f"the migration to {revision} failed on {_safe_url(url)} ({type(e).__name__}: {problem}); "
+            "fix that (a table no migration made: restore the database or drop it), then run it again"
+        ) from None
     if as_json:
         print(json.dumps({"database": _safe_url(url), "revisions": list(current(url))}))
     else:
@@ -104,12 +113,11 @@ def seed(
     as_json: AsJson = False,
 ) -> None:
     """Write deterministic demo data (courses, enrollments, grades, attendance)."""
-    from store.db import get_engine
     from store.seed import seed as run_seed
 
     started = time.perf_counter()
     try:
-        summary = run_seed(get_engine(), students=students, seed=random_seed)
+        summary = run_seed(database(), students=students, seed=random_seed)
     except EdujobsError as e:  # already seeded, or not migrated: say what to do
         raise fail(str(e), 1) from None
     seconds = time.perf_counter() - started
@@ -136,18 +144,24 @@ def contracts_export(
 @jobs_app.command("show")
 def jobs_show(
     message_id: Annotated[str, typer.Argument(help="The message id that send printed")],
+    reveal: Annotated[
+        bool,
+        typer.Option(
+            "--reveal", help="Show the error and result as recorded, personal data included (audited)"
+        ),
+    ] = False,
+    operator: Operator = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
-    """Show a job's state, progress, attempts, error and result."""
+    """Show a job's state, progress, attempts, error and result (personal data redacted unless --reveal)."""
     from rich.table import Table
 
-    from store.db import get_engine
-    from store.jobs import JobStore, job_fields
+    from ops.api_jobs import show_job
+    from ops.dlq import default_operator
 
-    job = JobStore(get_engine()).get(message_id)
-    if job is None:
+    fields = show_job(database(), message_id, reveal=reveal, operator=operator or default_operator())
+    if fields is None:
         raise fail(f"no job {message_id!r} recorded (was it sent, and has a worker seen it yet?)")
-    fields: dict[str, Any] = job_fields(job)
     if as_json:
         print(json.dumps(fields, default=str))
         return
@@ -173,11 +187,10 @@ def jobs_cancel(
 ) -> None:
     """Cancel a job: a queued one is skipped, a running long one stops at its next progress point."""
     from ops.dlq import default_operator
-    from store.db import get_engine
     from store.jobs import cancel
 
     by = operator or default_operator()
-    state = cancel(get_engine(), message_id, by=by, reason=reason, unrecorded=unrecorded)
+    state = cancel(database(), message_id, by=by, reason=reason, unrecorded=unrecorded)
     if state == "unknown":
         raise fail(
             f"no job {message_id!r} recorded: check the id (`edujobs send` prints it); if a producer "
@@ -246,11 +259,10 @@ def tokens_create(
     """Create an API token and print it once (only its SHA-256 hash is stored)."""
     from ops.dlq import default_operator
     from store import tokens
-    from store.db import get_engine
 
     try:
         by = operator or default_operator()
-        token = tokens.create(get_engine(), name=name, scopes=scopes, created_by=by)
+        token = tokens.create(database(), name=name, scopes=scopes, created_by=by)
     except ValueError as e:
         raise fail(str(e), 2) from None
     print(json.dumps({"name": name, "scopes": scopes, "token": token}) if as_json else token)
@@ -265,9 +277,8 @@ def tokens_revoke(
     """Revoke an API token: requests with it get 401 from now on."""
     from ops.dlq import default_operator
     from store import tokens
-    from store.db import get_engine
 
-    if not tokens.revoke(get_engine(), name=name, revoked_by=operator or default_operator()):
+    if not tokens.revoke(database(), name=name, revoked_by=operator or default_operator()):
         raise fail(f"no active token named {name!r} (see `edujobs tokens list`)")
     if as_json:
         print(json.dumps({"name": name, "revoked": True}))
@@ -281,12 +292,11 @@ def tokens_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
     from rich.table import Table
 
     from store import tokens
-    from store.db import get_engine
 
     rows = [
         {"name": t.name, "scopes": t.scopes, "created_at": t.created_at, "created_by": t.created_by,
          "revoked_at": t.revoked_at}
-        for t in tokens.list_tokens(get_engine())
+        for t in tokens.list_tokens(database())
     ]  # fmt: skip
     if as_json:
         print(json.dumps(rows, default=str))
@@ -310,6 +320,7 @@ def api(
     from ops.api import app_from_settings
 
     settings = get_settings()
+    database()  # not migrated: one line and exit 1 before serving anything
     uvicorn.run(app_from_settings(), host=host or settings.api_host, port=port or settings.api_port)
 
 

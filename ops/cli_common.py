@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 err = Console(stderr=True)
 
@@ -23,6 +26,25 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``message`` as an error (unwrapped, so logs keep it on one line); return the exit to raise."""
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def database() -> Engine:
+    """The configured database, once it is known to be migrated; else exit 1 with one line saying
+    to run ``edujobs db upgrade`` (nothing is created: only the migrations make tables). A database
+    that does not answer is left to the command, which reports it where it uses it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from store.db import get_engine
+    from store.migrate import NotMigratedError, check_migrated
+
+    engine = get_engine()
+    try:
+        check_migrated(engine)
+    except NotMigratedError as e:
+        raise fail(str(e), 1) from None
+    except SQLAlchemyError:
+        pass
+    return engine
 
 
 def parse_payload(text: str) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Listing never removes or reorders a dead letter. ``requeue`` and ``purge`` ask for confirmation
 (``--yes`` skips it, ``--dry-run`` only says what would happen); they, ``export`` and ``show --reveal``
 are written to the audit log under ``--as`` (the OS user by default). ``show`` and ``export`` redact
-personal data unless ``--reveal``.
+personal data unless ``--reveal``. ``list``, ``show`` and ``export`` read, with ``--archived``, the
+dead letters archived to storage before their TTL (``maintenance.archive_dead_letters``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ops.cli_common import AsJson, Operator, err, fail, progress
 from ops.dlq import DeadLetterError, DeadLetters, NotFound, Selection, default_operator
 
 dlq_app = typer.Typer(help="Dead letters: review, requeue, purge, export.", no_args_is_help=True)
 console = Console()
+
+Archived = Annotated[
+    bool, typer.Option("--archived", help="The dead letters archived to storage, not those of Q.XQ")
+]
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -39,15 +45,21 @@ def parse_duration_ms(value: str, option: str) -> int:
 
 def _service() -> DeadLetters:
     from brokers.settings import get_settings
-    from store.db import get_engine
+    from ops.cli_common import database
 
-    return DeadLetters(get_settings().rabbitmq_url, engine=get_engine())
+    return DeadLetters(get_settings().rabbitmq_url, engine=database())
 
 
 def _when(ms: Any) -> str:
     if not ms:
         return ""
     return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _row(table: Table, *cells: Any) -> None:
+    # Plain text, never console markup: a dead letter's fields are whatever its producer wrote, and
+    # "[/x]" in an error would make rich raise instead of showing it.
+    table.add_row(*(Text(str(cell)) for cell in cells))
 
 
 def _run(action: Any) -> Any:
@@ -61,18 +73,20 @@ def _run(action: Any) -> Any:
 
 @dlq_app.command("stats")
 def stats(as_json: AsJson = False) -> None:
-    """Per queue: how many dead letters, the oldest, and the causes (fingerprints) with a sample error."""
+    """Per queue: how many dead letters, the oldest, the causes (fingerprints) with a sample error,
+    and how many were archived to storage."""
     result = _run(lambda: _service().stats())
     if as_json:
         print(json.dumps(result))
         return
-    table = Table("queue", "count", "oldest failure", "fingerprint", "n", "actor", "reason", "sample error")
+    table = Table(
+        "queue", "count", "oldest failure", "fingerprint", "n", "actor", "reason", "sample error", "archived"
+    )
     for queue in result:
         groups = queue["groups"] or [None]
         for index, group in enumerate(groups):
-            head = (
-                (queue["queue"], str(queue["count"]), _when(queue["oldest"])) if index == 0 else ("", "", "")
-            )
+            archived = "?" if queue["archived"] is None else str(queue["archived"])
+            head = (queue["queue"], str(queue["count"]), _when(queue["oldest"])) if index == 0 else ("",) * 3
             tail = (
                 (
                     group["fingerprint"],
@@ -84,7 +98,7 @@ def stats(as_json: AsJson = False) -> None:
                 if group
                 else ("", "", "", "", "")
             )
-            table.add_row(*head, *tail)
+            _row(table, *head, *tail, archived if index == 0 else "")
     console.print(table)
 
 
@@ -95,23 +109,29 @@ def list_(
     reason: Annotated[str | None, typer.Option(help="Only this reason, e.g. permanent_error")] = None,
     since: Annotated[str | None, typer.Option(help="Only failures in the last DURATION, e.g. 2h, 7d")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many")] = 100,
+    archived: Archived = False,
     as_json: AsJson = False,
 ) -> None:
-    """List a queue's dead letters, oldest first (nothing is removed)."""
+    """List a queue's dead letters, oldest first (nothing is removed); --archived: its archive's."""
     since_ms = None if since is None else int(time.time() * 1000) - parse_duration_ms(since, "--since")
-    letters = _run(lambda: _service().list(queue, actor=actor, reason=reason, since_ms=since_ms, limit=limit))
+    letters = _run(
+        lambda: _service().list(
+            queue, actor=actor, reason=reason, since_ms=since_ms, limit=limit, archived=archived
+        )
+    )
     if as_json:
         print(json.dumps([x.summary() for x in letters]))
         return
     table = Table("#", "id", "actor", "reason", "attempts", "last failure", "fingerprint", "error")
     for x in letters:
         s = x.summary()
-        table.add_row(
-            str(s["position"]), s["id"], s["actor"], s["reason"], str(s["attempts"] or ""),
+        _row(
+            table, s["position"], s["id"], s["actor"], s["reason"], s["attempts"] or "",
             _when(s["last_failure_at"]), s["fingerprint"], s["error"][:60],
         )  # fmt: skip
     console.print(table)
-    console.print(f"{len(letters)} dead letters in {queue}.XQ", highlight=False)
+    where = f"the archive of {queue}" if archived else f"{queue}.XQ"
+    console.print(f"{len(letters)} dead letters in {where}", highlight=False)
 
 
 @dlq_app.command("show")
@@ -119,11 +139,16 @@ def show(
     dead_letter_id: Annotated[str, typer.Argument(help="A dead letter id from `dlq list`")],
     queue: Annotated[str | None, typer.Option(help="Look only in this queue")] = None,
     reveal: Annotated[bool, typer.Option(help="Show personal data (written to the audit log)")] = False,
+    archived: Archived = False,
     operator: Operator = None,
     as_json: AsJson = False,
 ) -> None:
     """Show one dead letter: its record, traceback and arguments (personal data redacted)."""
-    detail = _run(lambda: _service().show(dead_letter_id, queue=queue, reveal=reveal, operator=operator))
+    detail = _run(
+        lambda: _service().show(
+            dead_letter_id, queue=queue, reveal=reveal, operator=operator, archived=archived
+        )
+    )
     if as_json:
         print(json.dumps(detail, default=str))
         return
@@ -132,7 +157,7 @@ def show(
         if key in ("first_failure_at", "last_failure_at", "message_timestamp"):
             value = _when(value)
         shown = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
-        table.add_row(key, shown)
+        _row(table, key, shown)
     console.print(table)
 
 
@@ -233,7 +258,7 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
     verb = "would " + result["action"] if result["dry_run"] else result["action"] + "d"
     console.print(f"{verb} {result['count']} dead letters of {result['queue']}", highlight=False)
     for skipped in result["skipped"]:
-        console.print(f"  skipped {skipped['id']}: {skipped['why']}", highlight=False)
+        console.print(f"  skipped {skipped['id']}: {skipped['why']}", highlight=False, markup=False)
 
 
 @dlq_app.command("export")
@@ -243,21 +268,28 @@ def export(
     reveal: Annotated[
         bool, typer.Option(help="Write personal data unredacted (full messages; written to the audit log)")
     ] = False,
+    archived: Archived = False,
     operator: Operator = None,
 ) -> None:
     """Write every dead letter of a queue as JSON lines (personal data redacted unless --reveal;
-    nothing is removed; audited)."""
+    nothing is removed; audited); --archived: those of its archive."""
     by = operator or default_operator()
+    service = _service()
+
+    def run(write: Any, destination: str) -> Any:
+        return _run(
+            lambda: service.export(
+                queue, write, reveal=reveal, destination=destination, operator=by, archived=archived
+            )
+        )
+
     if str(file) == "-":
         import sys
 
-        _run(lambda: _service().export(queue, sys.stdout.write, reveal=reveal, destination="-", operator=by))
+        run(sys.stdout.write, "-")
         return
     with file.open("w", encoding="utf-8") as out:
-        count = _run(
-            lambda: _service().export(
-                queue, out.write, reveal=reveal, destination=str(file.resolve()), operator=by
-            )
-        )
+        count = run(out.write, str(file.resolve()))
     shown = "unredacted" if reveal else "personal data redacted"
-    err.print(f"exported {count} dead letters of {queue}.XQ to {file} ({shown})", highlight=False)
+    where = f"the archive of {queue}" if archived else f"{queue}.XQ"
+    err.print(f"exported {count} dead letters of {where} to {file} ({shown})", highlight=False)

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.errors import EdujobsError
-from ops.cli_common import AsJson, Operator, fail
+from ops.cli_common import AsJson, Operator, database, fail
 from ops.dlq import default_operator
 
 queues_app = typer.Typer(
@@ -24,9 +24,7 @@ console = Console()
 
 
 def _engine() -> Any:
-    from store.db import get_engine
-
-    return get_engine()
+    return database()
 
 
 def _fmt(value: Any, digits: int = 0) -> str:
@@ -141,7 +139,8 @@ def resume(
 
 @queues_app.command("declare")
 def declare(as_json: AsJson = False) -> None:
-    """Declare every domain queue and its companions (.DQ, .XQ, .wait) in RabbitMQ."""
+    """Declare every domain queue and its companions (.DQ, .XQ, .park) in RabbitMQ; delete an earlier
+    version's empty .wait."""
     import brokers
     from brokers.topology import DOMAIN_QUEUES
 

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ops.cli_common import AsJson, Operator, fail
+from ops.cli_common import AsJson, Operator, database, fail
 from ops.dlq import default_operator
 
 schedules_app = typer.Typer(
@@ -25,14 +25,13 @@ def _context() -> tuple[Any, Any, str]:
     from brokers.settings import get_settings
     from schedules.scheduler import ScheduleError
     from schedules.service import load_crontab
-    from store.db import get_engine
 
     settings = get_settings()
     try:
         crontab = load_crontab(settings.scheduler_crontab)
     except ScheduleError as e:
         raise fail(str(e), 2) from None
-    return get_engine(), crontab, settings.schedule_timezone
+    return database(), crontab, settings.schedule_timezone
 
 
 @schedules_app.callback()
@@ -165,6 +164,7 @@ def scheduler() -> None:
     from brokers.settings import get_settings
     from schedules.scheduler import ScheduleError
     from schedules.service import run
+    from store.migrate import NotMigratedError
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -172,3 +172,5 @@ def scheduler() -> None:
         run(settings)
     except ScheduleError as e:
         raise fail(f"the scheduler cannot start: {e}", 2) from None
+    except NotMigratedError as e:
+        raise fail(f"the scheduler cannot start: {e}", 1) from None

@@ -1,16 +1,15 @@
-"""Dead-letter review: list, inspect, requeue, purge and export the dead letters of ``Q.XQ``.
+"""Dead-letter actions: requeue and purge the dead letters of ``Q.XQ`` (``ops.dlq_review`` reads
+them: list, show, export, stats, the archive).
 
 One implementation behind the ``edujobs dlq`` commands and the HTTP API (``ops.dead_letter`` reads
 one dead letter and redacts what it shows).
 
-RabbitMQ cannot peek at a queue, so every read takes the messages on a dedicated channel *without
-acknowledging them* (``basic_get`` with manual acks) and then closes that channel: RabbitMQ puts every
-unacknowledged message back in its original position, so listing never removes or reorders a dead
-letter. Actions work on that same channel: a requeue republishes the selected dead letters to their
-original queue with a publisher confirm and only then acks (removes) the dead letter; a purge acks
-the selected ones; every other message goes back untouched when the channel closes. A crash between
-the confirm and the ack leaves the dead letter in place and the message requeued, which is at worst a
-duplicate with the same message id, deduplicated by the ledger: nothing is ever lost.
+Actions work on the reading's channel (letters held unacknowledged, ``ops.dlq_review``): a requeue
+republishes the selected dead letters to their original queue with a publisher confirm and only then
+acks (removes) the dead letter; a purge acks the selected ones; every other message goes back
+untouched when the channel closes. A crash between the confirm and the ack leaves the dead letter in
+place and the message requeued, which is at worst a duplicate with the same message id, deduplicated
+by the ledger: nothing is ever lost.
 
 Every requeue, purge, export and reveal is audited; an action that fails halfway is audited too,
 with what it did before failing.
@@ -18,52 +17,33 @@ with what it did before failing.
 
 from __future__ import annotations
 
-import builtins
-import contextlib
-import getpass
-import json
-import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
-from sqlalchemy import Engine
 
-from brokers.topology import DOMAIN_QUEUES, canonical, dead_letter_queue
-from contracts.errors import EdujobsError
-from ops.dead_letter import REDACTED, DeadLetter, parse, redact, requeued_body
+from brokers.settings import get_settings
+from brokers.topology import dead_letter_queue
+from contracts.signing import SignatureError
+from ops.dead_letter import REDACTED, DeadLetter, redact, requeued_body
+from ops.dlq_review import DeadLetterError, DeadLetterReview, NotFound, default_operator, describe_error
 
 __all__ = [
     "REDACTED",
     "ActionResult",
     "DeadLetter",
     "DeadLetterError",
+    "DeadLetterReview",
     "DeadLetters",
     "NotFound",
     "Selection",
     "default_operator",
     "redact",
 ]
-
-logger = logging.getLogger(__name__)
-
-
-class DeadLetterError(EdujobsError):
-    """Raised when an operation on the dead letters cannot be done (bad input or broker failure)."""
-
-
-class NotFound(DeadLetterError):
-    """Raised when no dead letter has the given id."""
-
-
-@dataclass
-class _Held:
-    letter: DeadLetter
-    tag: int
 
 
 @dataclass
@@ -115,189 +95,8 @@ class ActionResult:
         }
 
 
-def default_operator() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in a container without passwd entry
-        return "unknown"
-
-
-class DeadLetters:
+class DeadLetters(DeadLetterReview):
     """Dead-letter review and actions on one RabbitMQ vhost, with an audit log of every action."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        engine: Engine | None = None,
-        queues: tuple[str, ...] = DOMAIN_QUEUES,
-        timeout: float = 10.0,
-    ) -> None:
-        self.parameters = pika.URLParameters(url.split(";")[0])
-        self.engine = engine
-        self.queues = queues
-        self.timeout = timeout
-
-    # -- reading --------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[pika.BlockingConnection]:
-        try:
-            connection = pika.BlockingConnection(self.parameters)
-        except pika.exceptions.AMQPError as e:
-            raise DeadLetterError(
-                f"RabbitMQ does not answer ({type(e).__name__}): check EDUJOBS_RABBITMQ_URL"
-            ) from None
-        try:
-            yield connection
-        finally:
-            with contextlib.suppress(Exception):  # closing returns every unacked message
-                connection.close()
-
-    def _exists(self, connection: pika.BlockingConnection, xq: str) -> bool:
-        probe = connection.channel()
-        try:
-            probe.queue_declare(xq, passive=True)
-        except pika.exceptions.ChannelClosedByBroker as e:
-            if e.reply_code == 404:
-                return False
-            raise
-        probe.close()
-        return True
-
-    def _hold(self, channel: BlockingChannel, queue: str) -> list[_Held]:
-        """Take every dead letter of ``queue`` unacked, in order (they return when ``channel`` closes)."""
-        xq = dead_letter_queue(queue)
-        held: list[_Held] = []
-        while True:
-            method, properties, body = channel.basic_get(xq, auto_ack=False)
-            if method is None:
-                return held
-            letter = parse(xq, len(held), body, properties.headers or {}, properties.priority)
-            held.append(_Held(letter, method.delivery_tag))
-
-    def _check_queue(self, queue: str) -> str:
-        name = canonical(queue)
-        if name not in self.queues:
-            raise DeadLetterError(f"unknown queue {queue!r}: expected one of {', '.join(self.queues)}")
-        return name
-
-    def read(self, queue: str) -> list[DeadLetter]:
-        """Every dead letter of ``queue`` in order, none removed or reordered."""
-        name = self._check_queue(queue)
-        with self._connection() as connection:
-            if not self._exists(connection, dead_letter_queue(name)):
-                return []
-            channel = connection.channel()
-            return [h.letter for h in self._hold(channel, name)]
-
-    def list(
-        self,
-        queue: str,
-        *,
-        actor: str | None = None,
-        reason: str | None = None,
-        since_ms: int | None = None,
-        fingerprint: str | None = None,
-        limit: int | None = None,
-    ) -> list[DeadLetter]:
-        """The dead letters of ``queue`` (oldest first) matching every given filter."""
-        found = []
-        for letter in self.read(queue):
-            if actor is not None and letter.actor != actor:
-                continue
-            if reason is not None and letter.reason != reason:
-                continue
-            if fingerprint is not None and letter.fingerprint != fingerprint:
-                continue
-            if since_ms is not None and letter.last_failure_at < since_ms:
-                continue
-            found.append(letter)
-            if limit is not None and len(found) >= limit:
-                break
-        return found
-
-    def stats(self) -> builtins.list[dict[str, Any]]:
-        """Per queue: count, oldest failure, and groups by fingerprint with a sample error."""
-        result = []
-        for queue in self.queues:
-            letters = self.read(queue)
-            groups: dict[str, dict[str, Any]] = {}
-            for letter in letters:
-                group = groups.setdefault(
-                    letter.fingerprint,
-                    {
-                        "fingerprint": letter.fingerprint,
-                        "count": 0,
-                        "actor": letter.actor,
-                        "reason": letter.reason,
-                        "exception_type": letter.record.get("exception_type", ""),
-                        "sample_error": redact(str(letter.record.get("error", ""))),
-                        "oldest": letter.last_failure_at,
-                        "newest": letter.last_failure_at,
-                    },
-                )
-                group["count"] += 1
-                group["oldest"] = min(group["oldest"], letter.last_failure_at)
-                group["newest"] = max(group["newest"], letter.last_failure_at)
-            result.append(
-                {
-                    "queue": queue,
-                    "count": len(letters),
-                    "oldest": min((x.last_failure_at for x in letters), default=None),
-                    "groups": sorted(groups.values(), key=lambda g: -int(g["count"])),
-                }
-            )
-        return result
-
-    def find(self, dead_letter_id: str, queue: str | None = None) -> DeadLetter:
-        """The dead letter with this id (searched in ``queue`` or in every queue)."""
-        for name in (self._check_queue(queue),) if queue else self.queues:
-            for letter in self.read(name):
-                if letter.id == dead_letter_id:
-                    return letter
-        raise NotFound(f"no dead letter {dead_letter_id!r} (see `edujobs dlq list QUEUE` for the ids)")
-
-    def show(
-        self,
-        dead_letter_id: str,
-        *,
-        queue: str | None = None,
-        reveal: bool = False,
-        operator: str | None = None,
-    ) -> dict[str, Any]:
-        """A dead letter in detail; ``reveal`` shows personal data and is audit-logged."""
-        letter = self.find(dead_letter_id, queue)
-        if reveal:
-            self._audit(operator, "dlq.reveal", letter.queue, {"id": letter.id, "count": 1})
-        return letter.detail(reveal=reveal)
-
-    def export(
-        self,
-        queue: str,
-        write: Callable[[str], Any],
-        *,
-        reveal: bool = False,
-        destination: str = "",
-        operator: str | None = None,
-    ) -> int:
-        """Write every dead letter of ``queue`` as one JSON line each (nothing removed); return how
-        many. Personal data is redacted unless ``reveal``; the export is audited either way (who, how
-        many, to where), even when writing fails halfway."""
-        name = self._check_queue(queue)
-        written = 0
-        try:
-            for letter in self.read(name):
-                write(json.dumps(letter.export(reveal=reveal), default=str) + "\n")
-                written += 1
-        except BaseException as e:
-            details = {"count": written, "file": destination, "revealed": reveal, "failed": _describe(e)}
-            self._audit_even_if_failing(operator, "dlq.export", name, details)
-            raise
-        self._audit(operator, "dlq.export", name, {"count": written, "file": destination, "revealed": reveal})
-        return written
-
-    # -- actions --------------------------------------------------------------------------------
 
     def requeue(
         self,
@@ -317,6 +116,7 @@ class DeadLetters:
         name = self._check_queue(queue)
         result = ActionResult("requeue", name, dry_run)
         now_ms = int(time.time() * 1000)
+        keyring = self.keyring or get_settings().keyring()
         in_both: list[str] = []  # published but not removed: the failure struck between the two
         try:
             with self._connection() as connection:
@@ -328,13 +128,19 @@ class DeadLetters:
                     letter = held.letter
                     if not selection.matches(letter, now_ms):
                         continue
-                    if letter.message is None:
-                        result.skipped.append({"id": letter.id, "why": "the body is not a Dramatiq message"})
+                    if letter.problem is not None:
+                        result.skipped.append({"id": letter.id, "why": redact(letter.problem)})
+                        continue
+                    try:
+                        body = requeued_body(letter.for_requeue(), now_ms, keyring)
+                    except SignatureError as e:
+                        why = f"its signature does not check out with the accepted keys ({e})"
+                        result.skipped.append({"id": letter.id, "why": why + ": it would die again"})
                         continue
                     if dry_run:
                         result.ids.append(letter.id)
                         continue
-                    self._republish(channel, letter, now_ms, done=result.count)
+                    self._republish(channel, letter, body, now_ms, done=result.count)
                     in_both.append(letter.id)
                     if after_publish is not None:
                         after_publish(letter)
@@ -343,19 +149,21 @@ class DeadLetters:
                     result.ids.append(letter.id)
         except BaseException as e:
             if not dry_run and (result.count or in_both):
-                details = {**_details(result, selection), "failed": _describe(e), "in_both": in_both}
+                details = {**_details(result, selection), "failed": describe_error(e), "in_both": in_both}
                 self._audit_even_if_failing(operator, "dlq.requeue", name, details)
             raise
         if not dry_run and result.count:
             self._audit(operator, "dlq.requeue", name, _details(result, selection))
         return result
 
-    def _republish(self, channel: BlockingChannel, letter: DeadLetter, now_ms: int, *, done: int) -> None:
+    def _republish(
+        self, channel: BlockingChannel, letter: DeadLetter, body: bytes, now_ms: int, *, done: int
+    ) -> None:
         try:
             channel.basic_publish(
                 exchange="",
                 routing_key=letter.queue,
-                body=requeued_body(letter, now_ms),
+                body=body,
                 properties=pika.BasicProperties(
                     delivery_mode=2,
                     priority=letter.priority,
@@ -402,35 +210,12 @@ class DeadLetters:
         except BaseException as e:
             if not dry_run and result.count:
                 # Acks are not confirmed one by one: up to ``count`` of them may have been applied.
-                details = {**_details(result, selection), "failed": _describe(e)}
+                details = {**_details(result, selection), "failed": describe_error(e)}
                 self._audit_even_if_failing(operator, "dlq.purge", name, details)
             raise
         if not dry_run and result.count:
             self._audit(operator, "dlq.purge", name, _details(result, selection))
         return result
-
-    def _audit(self, operator: str | None, action: str, target: str, details: dict[str, Any]) -> None:
-        if self.engine is None:
-            return
-        from store import audit
-
-        audit.record(
-            self.engine, actor=operator or default_operator(), action=action, target=target, details=details
-        )
-
-    def _audit_even_if_failing(
-        self, operator: str | None, action: str, target: str, details: dict[str, Any]
-    ) -> None:
-        """Audit while an exception may be on its way up: a failing audit is logged, not raised,
-        so that the caller sees the error that interrupted the action."""
-        try:
-            self._audit(operator, action, target, details)
-        except Exception:
-            logger.exception("Could not write the audit entry of %s on %s: %s", action, target, details)
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"[:500]
 
 
 def _details(result: ActionResult, selection: Selection) -> dict[str, Any]:

@@ -7,8 +7,12 @@
   ``identify`` has found the bearer token valid, else its client address: keying on an unchecked
   Authorization header would hand a fresh bucket to every made-up token. Valid tokens are
   remembered for ``IDENTITY_TTL`` seconds, so a known caller costs no database look-up per request.
-  Buckets live in the API process (each process limits on its own). ``/healthz``, ``/readyz`` and
-  ``/metrics`` are exempt, so probes and scrapes never starve.
+  A token not known yet is paid for from its address's bucket *before* it is looked up: made-up
+  tokens cost the database no more queries than the address's rate allows (a new valid token is
+  looked up within that rate too, then has its own bucket). Buckets live in the API process (each
+  process limits on its own). ``/readyz`` is limited by client address in buckets of its own
+  (``probe:<address>``): each answer may open a connection to RabbitMQ, yet a busy client behind
+  the same address never starves the orchestrator's probe. ``/healthz`` and ``/metrics`` are exempt.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+EXEMPT = frozenset({"/healthz", "/metrics"})
+#: Limited by address only, in buckets of their own.
+PROBES = frozenset({"/readyz"})
 #: How long a token found valid keeps its own bucket without being looked up again.
 IDENTITY_TTL = 60.0
 
@@ -154,7 +160,7 @@ class RateLimit:
         if scope["type"] != "http" or scope.get("path") in EXEMPT or self.buckets.rate <= 0:
             await self.app(scope, receive, send)
             return
-        wait = self.buckets.take(await self.caller_key(scope))
+        wait = await self.wait(scope)
         if wait > 0:
             retry = str(max(1, math.ceil(wait))).encode()
             await _reply(
@@ -167,28 +173,35 @@ class RateLimit:
             return
         await self.app(scope, receive, send)
 
-    async def caller_key(self, scope: Scope) -> str:
-        """``token:<id>`` for a valid bearer token, else ``addr:<client address>``."""
+    async def wait(self, scope: Scope) -> float:
+        """Take one token from the caller's bucket: 0 if the request may go on, else the seconds
+        until it may. A bearer token not known yet is paid from the address's bucket before it is
+        looked up (and not looked up at all when that bucket is empty); once found valid, the
+        request counts in the token's bucket as well."""
+        if scope.get("path") in PROBES:
+            return self.buckets.take("probe:" + address_key(scope))
         token = bearer_token(scope)
         if token is None or self.identify is None:
-            return address_key(scope)
+            return self.buckets.take(address_key(scope))
         digest = hashlib.sha256(token.encode()).hexdigest()
-        now = self.clock()
         known = self._known.get(digest)
-        if known is not None and known[1] > now:
-            return "token:" + known[0]
+        if known is not None and known[1] > self.clock():
+            return self.buckets.take("token:" + known[0])
+        wait = self.buckets.take(address_key(scope))
+        if wait > 0:
+            return wait
         try:
             ident = await anyio.to_thread.run_sync(self.identify, token)
         except Exception:  # the database is down: the caller is its address until it answers
             ident = None
         if ident is None:
             self._known.pop(digest, None)
-            return address_key(scope)
-        self._known[digest] = (ident, now + IDENTITY_TTL)
+            return 0.0
+        self._known[digest] = (ident, self.clock() + IDENTITY_TTL)
         self._known.move_to_end(digest)
         while len(self._known) > self.buckets.max_keys:
             self._known.popitem(last=False)
-        return "token:" + ident
+        return self.buckets.take("token:" + ident)  # every request of a token counts in its bucket
 
 
 def bearer_token(scope: Scope) -> str | None:

@@ -1,7 +1,7 @@
 """Queue control for operators, shared by the CLI (``edujobs queues``) and the HTTP API.
 
 - ``overview``: per domain queue, from RabbitMQ's management API: ready, unacked (held by workers),
-  delayed (``.DQ``), waiting (``.wait``), dead (``.XQ``), consumers, publish and ack rates, the
+  delayed (``.DQ``), waiting (``.park``), dead (``.XQ``), consumers, publish and ack rates, the
   age of the oldest ready message; and from the database whether operators paused it.
 - ``pause`` / ``resume``: the flag ``store.pauses`` keeps; the workers' ``QueuePauses`` middleware
   acts on it within its poll (2 s): they stop taking the queue's messages, which stay in RabbitMQ.

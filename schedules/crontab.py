@@ -65,6 +65,13 @@ CRONTAB: tuple[Schedule, ...] = (
         misfire="catch_up",
         description="Back the database up to storage and prune old backups.",
     ),
+    Schedule(
+        "daily-dead-letter-archive",
+        "maintenance.archive_dead_letters",
+        "30 2 * * *",
+        misfire="catch_up",
+        description="Archive the dead letters about to expire from each Q.XQ to storage.",
+    ),
     # Daily, 08:00.
     Schedule(
         "daily-iep-review-reminders",

@@ -13,9 +13,10 @@ from functools import lru_cache
 from typing import Any
 
 from apscheduler.job import Job
+from apscheduler.jobstores.base import BaseJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.triggers.date import DateTrigger
-from sqlalchemy import Engine, MetaData
+from sqlalchemy import Engine, MetaData, inspect
 
 from contracts.errors import EdujobsError, UnknownActorError
 from contracts.priorities import PRIORITIES
@@ -80,13 +81,30 @@ def check_schedule(
         raise ScheduleError(f"schedule {name!r}: {e}") from None
 
 
+class MigratedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
+    """APScheduler's ``SQLAlchemyJobStore`` on a table only the migrations create.
+
+    The stock ``start`` creates ``apscheduler_jobs`` when it is missing: on a database nobody
+    migrated yet, ``edujobs schedules`` then made the table, and the migration that creates it
+    failed ever after. Here a missing table is ``NotMigratedError`` ("run `edujobs db upgrade`")."""
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        BaseJobStore.start(self, scheduler, alias)
+        if not inspect(self.engine).has_table(self.jobs_t.name, schema=self.jobs_t.schema):
+            from store.migrate import NotMigratedError, check_migrated  # alembic: 0.5 s to import
+
+            check_migrated(self.engine)  # says which revision the database is at, and what to run
+            raise NotMigratedError(f"the database has no {self.jobs_t.name} table: run `edujobs db upgrade`")
+
+
 @lru_cache(maxsize=16)
 def job_store(engine: Engine) -> SQLAlchemyJobStore:
     """APScheduler's job store on edujobs' database (its table comes from the migrations).
 
     One per engine (by identity), started (its table checked) once: the store keeps no state of its
-    own between calls, so the scheduler and every API or CLI request on an engine can share it."""
-    store = SQLAlchemyJobStore(engine=engine, metadata=MetaData())
+    own between calls, so the scheduler and every API or CLI request on an engine can share it.
+    ``NotMigratedError`` if the table is missing (nothing is created)."""
+    store = MigratedJobStore(engine=engine, metadata=MetaData())
     store.start(_NO_SCHEDULER, "default")
     return store
 

@@ -93,9 +93,12 @@ def build(
 ) -> Scheduler:
     from schedules.fire import send
     from store.db import get_engine
+    from store.migrate import check_migrated
 
+    engine = get_engine()
+    check_migrated(engine)  # the scheduler starts only on a migrated database: it creates no table
     return Scheduler(
-        engine=get_engine(),
+        engine=engine,
         send=send,
         crontab=load_crontab(settings.scheduler_crontab) if crontab is None else crontab,
         default_timezone=settings.schedule_timezone,
@@ -107,7 +110,8 @@ def build(
 
 
 def run(settings: Settings) -> None:
-    """Run the scheduler until SIGTERM or SIGINT; ``ScheduleError`` if the crontab is invalid."""
+    """Run the scheduler until SIGTERM or SIGINT; ``ScheduleError`` if the crontab is invalid,
+    ``NotMigratedError`` if the database is not migrated."""
     from brokers.stack import start_sentry
 
     start_sentry(settings)

@@ -167,6 +167,21 @@ def media_files() -> MediaFiles:
     return MediaFiles(root)
 
 
+def naming_other_files(target: Path, kind: str) -> str:
+    """The text of a file that makes ffmpeg, left to detect the format, read ``target`` as well:
+    an HLS playlist naming it through ``file://`` (``hls``) or an ffconcat list (``concat``).
+    Saved as ``evil.mp4``, it is what an attacker uploads in place of a video."""
+    if kind == "hls":
+        seconds = float(ffprobe_json(target)["format"]["duration"])  # the whole video, as one segment
+        return (
+            f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{int(seconds) + 1}\n#EXT-X-MEDIA-SEQUENCE:0\n"
+            f"#EXTINF:{seconds:.3f},\n{target.as_uri()}\n#EXT-X-ENDLIST\n"
+        )
+    if kind == "concat":
+        return f"ffconcat version 1.0\nfile '{target}'\n"
+    raise ValueError(f"unknown kind {kind!r}")
+
+
 def ffprobe_json(path: Path) -> dict[str, Any]:
     """ffprobe's view of a file: ``format`` and ``streams``."""
     args = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]

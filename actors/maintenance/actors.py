@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors.base import actor
-from actors.maintenance import service
+from actors.maintenance import dead_letters, service
 
 
 def _engine_and_storage() -> tuple[Any, Any]:
@@ -41,3 +41,19 @@ def archive_old_data(days: int = 365, batch_size: int = 5000) -> dict[str, Any]:
     engine, storage = _engine_and_storage()
     result = service.archive_old_data(engine, storage, days=days, batch_size=batch_size)
     return {key: value for key, value in result.items() if key != "files"} | {"files": len(result["files"])}
+
+
+@actor("maintenance.archive_dead_letters", time_limit=3_600_000, max_retries=3, max_backoff=1_800_000)
+def archive_dead_letters(queues: list[str] | None = None) -> dict[str, Any]:
+    from brokers.settings import get_settings
+    from brokers.topology import DOMAIN_QUEUES
+    from store.storage import get_storage
+
+    settings = get_settings()
+    return dead_letters.archive_dead_letters(
+        settings.rabbitmq_url,
+        get_storage(),
+        ttl_ms=settings.dead_letter_ttl_ms,
+        margin_ms=int(settings.dead_letter_archive_margin_days * 86_400_000),
+        queues=tuple(queues or DOMAIN_QUEUES),
+    )

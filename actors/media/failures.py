@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from actors.media.errors import FFmpegFailedError, InvalidMediaError
-from actors.media.probe import ffmpeg_messages
+from actors.media.probe import ffmpeg_messages, refusal, refused_format
 
 #: Messages of a worker's environment, checked first: they decide even beside decode errors (a
 #: damaged source on a full disk is still worth retrying once the disk has room).
@@ -37,6 +37,9 @@ SOURCE_DAMAGE = re.compile(
 
 def ffmpeg_failure(returncode: int, stderr: str) -> InvalidMediaError | FFmpegFailedError:
     """The error for an ffmpeg run that exited with ``returncode`` after writing ``stderr``."""
+    refused = refused_format(stderr)
+    if refused is not None:  # the input whitelists: a playlist (or any unaccepted format) never gets better
+        return InvalidMediaError(refusal("the source", refused))
     tail = ffmpeg_messages(stderr) or "no message"
     killed = returncode < 0 or returncode in (137, 143)
     if not killed and not ENVIRONMENT.search(stderr) and SOURCE_DAMAGE.search(stderr):

@@ -3,6 +3,15 @@
 ``probe`` runs ffprobe (through ``runner``, so with a deadline) and returns a ``MediaInfo``;
 ``check_video`` turns every reason to refuse a source into an ``InvalidMediaError`` whose message
 names the problem (not a media file, an image, no video stream, no duration, too long...).
+
+A source is read through the demuxers of ``ACCEPTED_FORMATS`` only and the ``file`` protocol only
+(``INPUT_OPTIONS``, given to ffprobe here and to ffmpeg by ``transcode``). An upload is a file
+someone else wrote: left to detect the format, ffmpeg reads an HLS playlist, a concat list or a
+DASH manifest saved as ``evil.mp4`` and opens every file it names (``file:///.../720p.mp4`` of
+another asset), so a transcode would copy someone else's video into the attacker's asset. The
+protocol whitelist alone does not stop that (the playlist names its files through ``file:``); the
+format whitelist refuses the playlist itself before any entry is opened, and ``probe`` says which
+kind of file was refused.
 """
 
 from __future__ import annotations
@@ -21,6 +30,29 @@ PROBE_TIMEOUT_SECONDS = 60.0
 MAX_FRAME_PIXELS = 8192 * 8192
 #: Demuxers that mean "a still image", whatever the file is called.
 IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe")
+#: The demuxers a source may be read with: self-contained containers that open no other file or
+#: URL (MP4/MOV reads external data references only with ``enable_drefs``, off by default), audio
+#: files (refused later as audio-only, and the MP3 the transcode writes), and the single-image
+#: readers (refused later as images, with that reason). Not ``image2``: it reads a pattern of file
+#: names (``img%03d.jpg``), i.e. other files.
+ACCEPTED_FORMATS = (
+    "mov", "matroska", "avi", "flv", "mpegts", "mpeg", "ogg", "asf",
+    "mp3", "wav", "aac", "flac",
+    *(name for name in IMAGE_FORMATS if name != "image2"),
+)  # fmt: skip
+#: ffprobe's and ffmpeg's options for a source: the local-file protocol, the accepted demuxers.
+INPUT_WHITELISTS = {"protocol_whitelist": "file", "format_whitelist": ",".join(ACCEPTED_FORMATS)}
+INPUT_OPTIONS = tuple(arg for option, value in INPUT_WHITELISTS.items() for arg in (f"-{option}", value))
+#: Demuxers that read other files or URLs named inside the file, as a refusal explains them.
+REFERENCE_FORMATS = {
+    "hls": "an HLS playlist",
+    "concat": "a concat list",
+    "dash": "a DASH manifest",
+    "imf": "an IMF composition",
+    "image2": "an image sequence pattern",
+    "sdp": "an SDP session description",
+}
+_REFUSED = re.compile(r"^\[(?P<format>[\w,]+) @ 0x[0-9a-f]+\] Format not on whitelist", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -59,17 +91,49 @@ class MediaInfo:
 def probe(
     path: Path, *, ffprobe: str = "ffprobe", timeout: float = PROBE_TIMEOUT_SECONDS, name: str | None = None
 ) -> MediaInfo:
-    """Describe the file at ``path``; raise ``InvalidMediaError`` if ffprobe cannot read it."""
-    args = [ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
-    done = runner.run(args, timeout=timeout)
+    """Describe the file at ``path``; raise ``InvalidMediaError`` if ffprobe cannot read it, or if
+    it is not of an accepted format (``ACCEPTED_FORMATS``: a playlist is refused unread)."""
+    args = [ffprobe, "-v", "error", *INPUT_OPTIONS, "-print_format", "json", "-show_format", "-show_streams"]
+    done = runner.run([*args, input_url(path)], timeout=timeout)
     try:
         data = json.loads(done.stdout or b"{}")
     except ValueError:
         data = {}
     if done.returncode != 0 or "format" not in data:
+        what = name or path.name
+        refused = refused_format(done.stderr)
+        if refused is not None:
+            raise InvalidMediaError(refusal(what, refused))
         problem = ffmpeg_messages(done.stderr, path) or "no format recognised"
-        raise InvalidMediaError(f"{name or path.name} is not a media file ffprobe can read: {problem}")
+        raise InvalidMediaError(f"{what} is not a media file ffprobe can read: {problem}")
     return parse(data)
+
+
+def input_url(path: Path) -> str:
+    """``path`` as ffmpeg's input: ``file:`` first, so that a name with a colon (``rtmp:x.mp4``)
+    is never taken for another protocol."""
+    return f"file:{path}"
+
+
+def refused_format(stderr: str) -> str | None:
+    """The demuxer ffmpeg or ffprobe refused for not being in ``ACCEPTED_FORMATS``, if it did."""
+    refused = _REFUSED.search(stderr)
+    return None if refused is None else refused["format"]
+
+
+def refusal(name: str, format_name: str) -> str:
+    """Why a source of the demuxer ``format_name`` (not in ``ACCEPTED_FORMATS``) is refused."""
+    if format_name in REFERENCE_FORMATS:
+        return (
+            f"{name} is {REFERENCE_FORMATS[format_name]} ({format_name}), which makes ffmpeg read "
+            "the other files it names: refused; upload the video file itself"
+        )
+    if format_name in IMAGE_FORMATS:
+        return f"{name} is an image ({format_name}), not a video"
+    return (
+        f"{name} is not a media file ffprobe can read: its format ({format_name}) is not one of "
+        f"{', '.join(ACCEPTED_FORMATS)}"
+    )
 
 
 def ffmpeg_messages(stderr: str, path: Path | None = None, limit: int = 3) -> str:
@@ -79,7 +143,7 @@ def ffmpeg_messages(stderr: str, path: Path | None = None, limit: int = 3) -> st
     for line in stderr.splitlines():
         text = re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\]\s*", "", line.strip())
         if path is not None:
-            text = text.removeprefix(f"{path}: ")
+            text = text.removeprefix(f"{input_url(path)}: ").removeprefix(f"{path}: ")
         if text and text not in messages:
             messages.append(text)
     return "; ".join(messages[-limit:])[:500]

@@ -13,7 +13,9 @@ upscaled 480p. ``build_command`` (ffmpeg-python) decodes the source once and, in
 - picks the thumbnails in the same pass (a ``select`` filter at evenly spread times);
 - optionally writes the audio track as MP3.
 
-ffmpeg writes relative paths under its working directory, so no path in the tee specification
+The source is read with the probe's whitelists (``probe.INPUT_WHITELISTS``: local file, accepted
+demuxers only), so a playlist that reached this far still opens nothing else. ffmpeg writes
+relative paths under its working directory, so no path in the tee specification
 needs escaping. ``master_playlist`` writes the HLS master playlist from the variants actually
 produced (bandwidths measured on their segments).
 """
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ffmpeg
+
+from actors.media.probe import INPUT_WHITELISTS, input_url
 
 HLS_SEGMENT_SECONDS = 4
 CRF = 23
@@ -147,7 +151,8 @@ def build_command(
 ) -> list[str]:
     """The ffmpeg command line (run it in the output directory) that makes all of ``job``."""
     threading = {"threads": str(threads)} if threads else {}
-    source = ffmpeg.input(str(job.source), **threading)
+    # The same whitelists as the probe: ffmpeg opens the source again and must read it the same way.
+    source = ffmpeg.input(input_url(job.source), **INPUT_WHITELISTS, **threading)
     frames = source[str(job.video_index)].filter("format", "yuv420p").filter("setsar", "1")
     if job.thumbnails:
         branches = frames.filter_multi_output("split", 2)

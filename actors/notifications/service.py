@@ -21,9 +21,10 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, Table, bindparam, select
 from sqlalchemy.orm import Session
 
-from actors.notifications.errors import AttachmentTooLargeError, ChannelNotConfiguredError, OptedOutError
+from actors.notifications.attachments import load_attachments
+from actors.notifications.errors import ChannelNotConfiguredError, OptedOutError
 from actors.notifications.providers.fcm import DeadTokenError, FcmSender, Push
-from actors.notifications.providers.sendgrid import Attachment, Email, SendGridMailer
+from actors.notifications.providers.sendgrid import Email, SendGridMailer
 from actors.notifications.providers.twilio import Sms, TwilioSender
 from actors.notifications.quiet import check_quiet_hours
 from actors.notifications.templates import render_email, render_push, render_sms
@@ -33,7 +34,6 @@ from store.db import autocommit, get_engine
 from store.ledger import RETAKEABLE, SENT, UNKNOWN, Ledger
 from store.models import User
 from store.once import Outcome, give_back, perform_claimed, perform_once
-from store.storage import get_storage
 
 logger = logging.getLogger(__name__)
 
@@ -277,26 +277,6 @@ def send_email(
         ledger, claim, action=lambda: mailer.send(email), resend_unknown=resend_unknown, marks_leaving=True
     )
     return _delivery_result(idempotency_key, outcome)
-
-
-#: SendGrid refuses messages over 30 MB; base64 adds a third.
-MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
-
-
-def load_attachments(attachments: Sequence[Mapping[str, str]]) -> list[Attachment]:
-    """Read attachments from storage; a missing file or too large a total is permanent."""
-    storage = get_storage()
-    files, total = [], 0
-    for item in attachments:
-        content = storage.get_bytes(item["storage_key"])  # ObjectNotFoundError is permanent
-        total += len(content)
-        if total > MAX_ATTACHMENT_BYTES:
-            raise AttachmentTooLargeError(
-                f"attachments exceed {MAX_ATTACHMENT_BYTES >> 20} MiB: send a download link instead"
-            )
-        mime = item.get("mime_type") or "application/octet-stream"
-        files.append(Attachment(filename=item["filename"], content=content, mime_type=mime))
-    return files
 
 
 def send_sms(

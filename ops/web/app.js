@@ -46,7 +46,9 @@ function button(label, onClick, name) {
 }
 
 function when(ms) {
-  return ms ? new Date(Number(ms)).toISOString().replace("T", " ").slice(0, 19) : "";
+  // A time the page cannot show (not a number, out of Date's range) is shown as unknown, not thrown.
+  const date = new Date(Number(ms));
+  return ms && !Number.isNaN(date.getTime()) ? date.toISOString().replace("T", " ").slice(0, 19) : "";
 }
 
 function confirmAction(text) {
@@ -135,6 +137,11 @@ async function loadDeadLetters() {
     td.colSpan = 8;
     body.appendChild(tr);
   }
+  // Letters archived before their TTL are read with `edujobs dlq list QUEUE --archived`.
+  const archived = stats.filter((q) => q.archived).map((q) => `${q.queue} ${q.archived}`);
+  $("#dlq-archived").textContent = archived.length
+    ? `Archived to storage (edujobs dlq list QUEUE --archived): ${archived.join(", ")}.`
+    : "";
 }
 
 async function showGroup(queue, fingerprint) {
@@ -167,7 +174,8 @@ async function showGroup(queue, fingerprint) {
 async function requeue(queue, selection, what) {
   if (!(await confirmAction(`Requeue ${what} to ${queue}?`))) return;
   const result = await api("POST", `/v1/dlq/${queue}/requeue`, selection);
-  say(`Requeued ${result.count} dead letter(s) to ${queue}.`);
+  const refused = result.skipped.map((s) => `${s.id}: ${s.why}`).join("; ");
+  say(`Requeued ${result.count} dead letter(s) to ${queue}.` + (refused ? ` Not requeued: ${refused}.` : ""));
   $("#letters").hidden = true;
   $("#letter-detail").hidden = true;
   await Promise.all([loadDeadLetters(), loadQueues()]);

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 from sqlalchemy import Engine
 
 from brokers.client import Client
 from tests.worker import WorkerProcess
+
+
+@pytest.fixture
+def redis_key() -> Iterator[str]:
+    """A Redis list of the test's own, where the test actors (``tests.e2e.actors_testing``) record."""
+    key = f"edujobs-test:{uuid.uuid4().hex}"
+    yield key
+    redis.Redis().delete(key)
+
+
+def recorded(key: str) -> list[str]:
+    """What the test actors recorded in ``key``, in order."""
+    return [v.decode() for v in redis.Redis().lrange(key, 0, -1)]
 
 
 @pytest.fixture

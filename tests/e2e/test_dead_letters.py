@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from tests.amqp import depth, dramatiq_message, publish, take
+from tests.e2e.conftest import recorded
 from tests.rabbitmq_policies import refusing
 from tests.worker import WorkerProcess, wait_until
 
 KEY = b"test-signing-key"
-
-
-@pytest.fixture
-def redis_key() -> Iterator[str]:
-    key = f"edujobs-test:{uuid.uuid4().hex}"
-    yield key
-    redis.Redis().delete(key)
 
 
 @pytest.fixture
@@ -30,10 +22,6 @@ def worker(edujobs_env: dict[str, str], redis_key: str) -> Iterator[WorkerProces
     process = WorkerProcess(env, threads=2, module="tests.e2e.actors_testing").wait_ready()
     yield process
     process.stop()
-
-
-def recorded(key: str) -> list[str]:
-    return [v.decode() for v in redis.Redis().lrange(key, 0, -1)]
 
 
 def send(url: str, actor: str, kwargs: dict[str, object], *, key: bytes | None = KEY) -> dict[str, object]:
@@ -208,6 +196,9 @@ def test_a_dead_letter_refused_by_rabbitmq_keeps_the_original_until_it_is_accept
     [dead] = take(amqp_url, "maintenance.XQ", 1, timeout=30)
     assert dead.message()["message_id"] == sent["message_id"]
     assert dead.headers["x-edujobs-reason"] == "permanent_error"
+    # And the worker's log of the refused attempts names the message, never its arguments
+    assert f"testing.fail_permanently({sent['message_id']})" in worker.output()
+    assert "user_id" not in worker.output()
     # And it ran once, and the original was acked: once the worker stops, nothing comes back
     assert recorded(redis_key) == ["attempt"]
     worker.stop()

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
 
-import pytest
 import redis
 from typer.testing import CliRunner
 
@@ -17,13 +14,6 @@ from tests.amqp import depth, dramatiq_message, publish
 from tests.worker import WorkerProcess
 
 KEY = b"test-signing-key"
-
-
-@pytest.fixture
-def redis_key() -> Iterator[str]:
-    key = f"edujobs-test:{uuid.uuid4().hex}"
-    yield key
-    redis.Redis().delete(key)
 
 
 def wait_for(predicate: object, timeout: float = 30.0) -> None:

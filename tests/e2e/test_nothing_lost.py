@@ -8,33 +8,19 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
-import redis
 from typer.testing import CliRunner
 
 from ops.cli import app
 from tests.amqp import depth, dramatiq_message, publish, take
+from tests.e2e.conftest import recorded
 from tests.rabbitmq_policies import refusing
 from tests.services import AUTH, MANAGEMENT_URL, management_get
 from tests.worker import WorkerProcess, wait_until
 
 KEY = b"test-signing-key"
-
-
-@pytest.fixture
-def redis_key() -> Iterator[str]:
-    key = f"edujobs-test:{uuid.uuid4().hex}"
-    yield key
-    redis.Redis().delete(key)
-
-
-def recorded(key: str) -> list[str]:
-    return [v.decode() for v in redis.Redis().lrange(key, 0, -1)]
 
 
 def start(env: dict[str, str], redis_key: str, **extra: str) -> WorkerProcess:
@@ -100,19 +86,19 @@ def test_a_message_interrupted_by_shutdown_goes_back_to_its_queue(
     edujobs_env: dict[str, str], amqp_url: str, redis_key: str
 ) -> None:
     worker = start(edujobs_env, redis_key)
-    # Given a long job running, and maintenance.DQ refusing publishes (nothing needs it)
-    sent = message("testing.slow", value="long", seconds=120)
-    publish(amqp_url, "maintenance", sent)
-    wait_until(lambda: recorded(redis_key) == ["start:long"], what="the long job started")
-    with refusing(amqp_url, "maintenance.DQ"):
-        # When the worker is stopped (a deploy), which interrupts the job
-        worker.stop()
-        # Then the job is back on its queue, ready, neither acked nor dead-lettered
-        assert depth(amqp_url, "maintenance") == 1
-        assert depth(amqp_url, "maintenance.XQ") == 0
-    # And the next worker takes it up, its retries untouched
-    worker = start(edujobs_env, redis_key)
     try:
+        # Given a long job running, and maintenance.DQ refusing publishes (nothing needs it)
+        sent = message("testing.slow", value="long", seconds=120)
+        publish(amqp_url, "maintenance", sent)
+        wait_until(lambda: recorded(redis_key) == ["start:long"], what="the long job started")
+        with refusing(amqp_url, "maintenance.DQ"):
+            # When the worker is stopped (a deploy), which interrupts the job
+            worker.stop()
+            # Then the job is back on its queue, ready, neither acked nor dead-lettered
+            assert depth(amqp_url, "maintenance") == 1
+            assert depth(amqp_url, "maintenance.XQ") == 0
+        # And the next worker takes it up, its retries untouched
+        worker = start(edujobs_env, redis_key)
         wait_until(lambda: recorded(redis_key) == ["start:long", "start:long"], what="the job running again")
     finally:
         worker.kill()

@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
-
-import pytest
-import redis
 
 from contracts.priorities import PRIORITIES
 from tests.amqp import depth, dramatiq_message, publish
+from tests.e2e.conftest import recorded
 from tests.worker import WorkerProcess
 
 KEY = b"test-signing-key"
-
-
-@pytest.fixture
-def redis_key() -> Iterator[str]:
-    key = f"edujobs-test:{uuid.uuid4().hex}"
-    yield key
-    redis.Redis().delete(key)
-
-
-def recorded(key: str) -> list[str]:
-    return [v.decode() for v in redis.Redis().lrange(key, 0, -1)]
 
 
 def wait_for(key: str, count: int, timeout: float = 60.0) -> list[str]:
@@ -98,3 +83,30 @@ def test_a_long_delay_is_parked_in_rabbitmq_and_survives_a_killed_worker(
         assert recorded(redis_key) == ["delayed"]
     finally:
         worker.stop()
+
+
+def test_a_message_its_sender_delayed_runs_once_when_due(
+    edujobs_env: dict[str, str], amqp_url: str, redis_key: str
+) -> None:
+    # Given a message delayed by its sender as brokers.client delays one: eta, and not_before signed
+    # with the envelope (a worker once kept re-delaying such a message: it never ran)
+    env = {**edujobs_env, "EDUJOBS_TEST_KEY": redis_key}
+    worker = WorkerProcess(env, threads=1, module="tests.e2e.actors_testing").wait_ready()
+    try:
+        due = int(time.time() * 1000) + 2_000
+        message = dramatiq_message(
+            "testing.record",
+            "maintenance.DQ",
+            {"value": "due"},
+            key=KEY,
+            options={"eta": due, "not_before": due},
+        )
+        publish(amqp_url, "maintenance.DQ", message)
+        # Then it runs once, not before it is due, and nothing of it is left anywhere
+        assert wait_for(redis_key, 1, timeout=30) == ["due"]
+        assert time.time() * 1000 >= due
+        for queue in ("maintenance", "maintenance.DQ", "maintenance.park", "maintenance.XQ"):
+            assert depth(amqp_url, queue) == 0, queue
+    finally:
+        worker.stop()
+    assert recorded(redis_key) == ["due"]

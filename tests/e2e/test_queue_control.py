@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
 
-import pytest
 import redis
 from typer.testing import CliRunner
 
@@ -21,13 +18,6 @@ from tests.amqp import depth, dramatiq_message, publish
 from tests.worker import WorkerProcess, wait_until
 
 KEY = b"test-signing-key"
-
-
-@pytest.fixture
-def redis_key() -> Iterator[str]:
-    key = f"edujobs-test:{uuid.uuid4().hex}"
-    yield key
-    redis.Redis().delete(key)
 
 
 def cli(*args: str) -> dict[str, object]:

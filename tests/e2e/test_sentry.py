@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -24,13 +23,6 @@ def fake_sentry() -> Iterator[FakeSentry]:
     server = FakeSentry().start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def redis_key() -> Iterator[str]:
-    key = f"edujobs-test:{uuid.uuid4().hex}"
-    yield key
-    redis.Redis().delete(key)
 
 
 @pytest.fixture

@@ -8,26 +8,18 @@ with its reason.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from contracts.signing import Keyring, sender_document, sign_message
 from tests.amqp import depth, dramatiq_message, publish, take
+from tests.e2e.conftest import recorded
 from tests.worker import WorkerProcess, wait_until
 
 KEY = b"test-signing-key"
 SENDER_FIELDS = ("message_id", "actor_name", "queue_name", "args", "kwargs", "message_timestamp", "options")
-
-
-@pytest.fixture
-def redis_key() -> Iterator[str]:
-    key = f"edujobs-test:{uuid.uuid4().hex}"
-    yield key
-    redis.Redis().delete(key)
 
 
 @pytest.fixture
@@ -36,10 +28,6 @@ def worker(edujobs_env: dict[str, str], redis_key: str) -> Iterator[WorkerProces
     process = WorkerProcess(env, threads=2, module="tests.e2e.actors_testing").wait_ready()
     yield process
     process.stop()
-
-
-def recorded(key: str) -> list[str]:
-    return [v.decode() for v in redis.Redis().lrange(key, 0, -1)]
 
 
 def record(value: str, *, key: bytes | None = KEY, options: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -95,11 +95,13 @@ def test_an_opening_is_claimed_once_across_processes(namespace: str) -> None:
 
 
 class CuttableProxy:
-    """A TCP proxy to Redis whose connections can be cut, as a network partition would."""
+    """A TCP proxy (to Redis, RabbitMQ...) whose connections can be cut, as a network partition
+    would; ``accepted`` counts the connections made through it."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.open = True
+        self.accepted = 0
         self._sockets: list[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -111,6 +113,7 @@ class CuttableProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            self.accepted += 1
             if not self.open:
                 client.close()
                 continue

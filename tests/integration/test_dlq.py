@@ -16,6 +16,7 @@ from brokers import dlq as records
 from brokers.settings import Settings
 from brokers.stack import build_broker
 from brokers.topology import DOMAIN_QUEUES
+from contracts.signing import verify_message
 from ops.dlq import DeadLetter, DeadLetterError, DeadLetters, NotFound, Selection, redact
 from store import audit
 from store.db import make_engine
@@ -26,7 +27,9 @@ KEY = b"test-signing-key"
 
 
 @pytest.fixture
-def topology(amqp_url: str) -> str:
+def topology(amqp_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    # The operators' tools sign a requeued message's new state with the key of the settings.
+    monkeypatch.setenv("EDUJOBS_SIGNING_KEY", KEY.decode())
     broker = build_broker(Settings(rabbitmq_url=amqp_url))
     broker.declare_topology(DOMAIN_QUEUES)
     broker.close()
@@ -180,6 +183,37 @@ def test_requeue_by_id_republishes_with_lineage_and_removes_only_that_dead_lette
     assert ids(letters.list("maintenance")) == [sent[0]["message_id"], sent[2]["message_id"]]
     [entry] = audit.recent(engine, action="dlq.requeue")
     assert entry.actor == "bob" and entry.details["count"] == 1
+
+
+def test_a_requeued_letter_carries_a_signed_state_that_a_worker_accepts(topology: str) -> None:
+    # Given a dead letter of a message that had a delivery state (retries, eta)
+    sent = dead_letter(topology, "testing.fail_permanently", {"user_id": 1})
+    # When it is requeued
+    DeadLetters(topology).requeue("maintenance", Selection(all=True))
+    # Then its sender signature is the original, its new state (the lineage) signed with the key
+    [back] = take(topology, "maintenance", 1)
+    message = back.message()
+    assert message["options"]["signature"] == sent["options"]["signature"]
+    assert verify_message(KEY, message) is None
+    assert verify_message(b"another-key", message) is not None
+
+
+def test_a_dead_letter_whose_signature_does_not_check_out_is_not_requeued(topology: str) -> None:
+    # Given a forged dead letter (its arguments changed after signing) beside a genuine one
+    genuine = dead_letter(topology, "testing.fail_permanently", {"user_id": 1})
+    forged = dramatiq_message("testing.fail_permanently", "maintenance", {"user_id": 2}, key=KEY)
+    forged["kwargs"] = {"user_id": 666}
+    publish_raw(
+        topology, "maintenance.XQ", json.dumps(forged).encode(), {"x-edujobs-reason": "bad_signature"}
+    )
+    # When an operator requeues everything
+    result = DeadLetters(topology).requeue("maintenance", Selection(all=True))
+    # Then the genuine one is requeued, the forged one stays, skipped with the reason
+    assert result.ids == [genuine["message_id"]]
+    [skipped] = result.skipped
+    assert skipped["id"] == forged["message_id"] and "signature does not check out" in skipped["why"]
+    assert [m.message()["message_id"] for m in take(topology, "maintenance", 1)] == [genuine["message_id"]]
+    assert ids(DeadLetters(topology).list("maintenance")) == [forged["message_id"]]
 
 
 def test_requeue_by_fingerprint_and_all_and_dry_run(topology: str) -> None:

@@ -82,7 +82,7 @@ def test_depths_by_kind_and_the_oldest_messages_age(amqp_url: str, reader: Queue
     publish_at(amqp_url, "notifications", 1, timestamp=now - 120)
     publish_at(amqp_url, "notifications", 2, timestamp=now)
     publish_at(amqp_url, "notifications.DQ", 2, timestamp=None)
-    publish_at(amqp_url, "notifications.wait", 1, timestamp=None)
+    publish_at(amqp_url, "notifications.park", 1, timestamp=None)
     publish_at(amqp_url, "notifications.XQ", 4, timestamp=None)
     # And messages without the AMQP timestamp property (as Dramatiq publishes them) in `maintenance`
     publish_at(amqp_url, "maintenance", 2, timestamp=None)

@@ -59,16 +59,61 @@ def test_a_caller_past_its_burst_gets_429_with_retry_after_and_others_are_not_af
 
 
 def test_made_up_tokens_share_their_address_bucket() -> None:
-    # Given a caller that sends a new made-up token with every request
-    client = TestClient(echo_app(rate=0.5, burst=2))
+    # Given a valid token already seen, and a caller that sends a new made-up token with every request
+    client = TestClient(echo_app(rate=0.5, burst=3))
+    assert client.post("/echo", headers={"Authorization": "Bearer alice-token"}).status_code == 200
     statuses = [
         client.post("/echo", headers={"Authorization": f"Bearer fake-{n}"}).status_code for n in range(3)
     ]
-    # Then they all count against its address: the third is refused
+    # Then they all count against its address (which paid for alice's first look-up too)
     assert statuses == [200, 200, 429]
-    # And so do requests without a token, while a valid token keeps its own bucket
+    # And so do requests without a token, while the known valid token keeps its own bucket
     assert client.post("/echo").status_code == 429
     assert client.post("/echo", headers={"Authorization": "Bearer alice-token"}).status_code == 200
+
+
+def test_a_made_up_token_is_not_looked_up_once_its_address_is_over_its_rate() -> None:
+    # Given an API whose token look-ups (a database query each) are counted
+    looked_up: list[str] = []
+
+    def identify(token: str) -> str | None:
+        looked_up.append(token)
+        return VALID_TOKENS.get(token)
+
+    app = FastAPI()
+
+    @app.get("/v1/x")
+    def x() -> dict[str, str]:
+        return {}
+
+    app.add_middleware(RateLimit, rate=0.5, burst=3, identify=identify)
+    client = TestClient(app)
+    # When one address sends 20 requests, each with a new made-up token
+    statuses = [
+        client.get("/v1/x", headers={"Authorization": f"Bearer fake-{n}"}).status_code for n in range(20)
+    ]
+    # Then only the first 3 (its burst) were looked up; the rest were refused before any look-up
+    assert statuses == [200] * 3 + [429] * 17
+    assert looked_up == ["fake-0", "fake-1", "fake-2"]
+
+
+def test_readiness_probes_are_limited_by_address_in_their_own_buckets() -> None:
+    app = FastAPI()
+
+    @app.get("/readyz")
+    def readyz() -> dict[str, str]:
+        return {}
+
+    @app.get("/v1/x")
+    def x() -> dict[str, str]:
+        return {}
+
+    app.add_middleware(RateLimit, rate=0.5, burst=2, identify=VALID_TOKENS.get)
+    client = TestClient(app)
+    # A flood of /readyz is refused past its burst...
+    assert [client.get("/readyz").status_code for _ in range(3)] == [200, 200, 429]
+    # ...without touching the address's other requests, and the reverse
+    assert [client.get("/v1/x").status_code for _ in range(3)] == [200, 200, 429]
 
 
 def test_a_bucket_refills_at_its_rate() -> None:

@@ -192,3 +192,14 @@ def test_probe_skips_cover_art_and_applies_rotation() -> None:
 def test_unusable_sources_are_refused_with_the_reason(data: dict[str, Any], problem: str) -> None:
     with pytest.raises(InvalidMediaError, match=re.escape(problem)):
         check_video(parse(data), name="lesson.mp4", max_duration=3600)
+
+
+def test_ffmpeg_reads_the_source_as_a_local_file_through_the_accepted_demuxers_only() -> None:
+    # When the transcode command is built for a source whose name has a colon
+    command = build_command(job(source=Path("/work/up:loads/lesson.mp4")))
+    # Then the input is a file: URL, opened with the file protocol and the accepted demuxers only
+    before_input = command[: command.index("-i")]
+    assert command[command.index("-i") + 1] == "file:/work/up:loads/lesson.mp4"
+    assert before_input[before_input.index("-protocol_whitelist") + 1] == "file"
+    accepted = before_input[before_input.index("-format_whitelist") + 1].split(",")
+    assert "mov" in accepted and not {"hls", "concat", "dash", "image2"} & set(accepted)

@@ -156,3 +156,28 @@ def test_a_pool_whose_port_is_taken_runs_on_without_an_endpoint(
         assert run_metrics_server() == 1
     assert f"Cannot serve metrics on 127.0.0.1:{port}" in caplog.text
     assert "EDUJOBS_METRICS_PORT" in caplog.text
+
+
+def test_the_oldest_dead_letter_and_the_dead_letter_ttl_are_gauges() -> None:
+    # Given a Q.XQ whose oldest letter is 13 days old and whose TTL is 14 days, and an empty one
+    listing = [
+        {
+            "name": "notifications.XQ",
+            "messages": 2,
+            "messages_ready": 2,
+            "head_message_timestamp": int(NOW) - 13 * 86_400,
+            "arguments": {"x-message-ttl": 14 * 86_400_000},
+        },
+        {"name": "media.XQ", "messages": 0, "messages_ready": 0, "arguments": {"x-message-ttl": 86_400_000}},
+    ]
+    registry = CollectorRegistry()
+    registry.register(QueueStatsCollector(FakeManagement(listing).reader()))
+
+    def get(name: str, queue: str) -> float | None:
+        return registry.get_sample_value(name, {"queue": queue})
+
+    # Then the collector serves both, per queue (0 for an empty Q.XQ)
+    assert get("edujobs_dead_letter_oldest_age_seconds", "notifications") == 13 * 86_400
+    assert get("edujobs_dead_letter_ttl_seconds", "notifications") == 14 * 86_400
+    assert get("edujobs_dead_letter_oldest_age_seconds", "media") == 0
+    assert get("edujobs_dead_letter_ttl_seconds", "media") == 86_400
