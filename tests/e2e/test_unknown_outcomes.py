@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import time as clock_time
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
 from brokers.client import Client
@@ -145,3 +145,38 @@ def test_a_critical_email_whose_worker_was_killed_mid_send_is_sent_again(
     assert len(fake_sendgrid.requests) == 2
     row = delivery(engine, "email")
     assert row is not None and (row.status, row.attempts) == ("sent", 2)
+
+
+def test_a_bulk_email_whose_worker_was_killed_mid_batch_finishes_without_resending_that_batch(
+    env: dict[str, str], engine: Engine, client: Client, fake_sendgrid: FakeSendGrid,
+    second_worker: Callable[[], WorkerProcess],
+) -> None:  # fmt: skip
+    # Given 2,500 recipients (three batches), and SendGrid holding the second batch's request
+    with Session(engine) as session:
+        users = [
+            {"id": n, "name": f"S{n}", "role": "student", "email": f"s{n}@example.edu"}
+            for n in range(2, 2501)
+        ]
+        session.execute(insert(User), users)
+        session.commit()
+    fake_sendgrid.queue(
+        Reply(202, None, {"X-Message-Id": "b0"}), Reply(202, None, {"X-Message-Id": "b1"}, delay=8)
+    )
+    worker = WorkerProcess(env, threads=2).wait_ready()
+    payload = {"user_ids": list(range(1, 2501)), "template": "welcome"}
+    message_id = client.send("notifications.send_bulk_email", payload, idempotency_key="term-start")
+    # When the worker is killed while SendGrid holds the second batch
+    fake_sendgrid.wait_for(2)
+    worker.kill()
+    second_worker()
+    # Then the job finishes (not dead-lettered after running out of retries on InProgressError):
+    # the first batch is not sent again, the second is held as an unknown outcome, the third goes out
+    wait_until(lambda: finished(engine, message_id) is not None, timeout=90, what="the bulk job finished")
+    assert len(fake_sendgrid.requests) == 3
+    with Session(engine) as session:
+        rows = dict(session.execute(select(Delivery.idempotency_key, Delivery.status)).all())
+    assert rows == {
+        "term-start:batch:0": "sent",
+        "term-start:batch:1": "unknown",
+        "term-start:batch:2": "sent",
+    }
