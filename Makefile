@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 THREADS ?= 8
 PROCESSES ?= 2
 
-.PHONY: run worker scheduler test test-unit test-conformance test-faults lint format bench check clean
+.PHONY: run worker scheduler test test-unit test-conformance test-faults lint format bench chaos check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.media
 	$(BIN)/python -m bench.notifications
+
+## chaos: the fault harness: N send_email (default 10,000) drained while workers are SIGKILLed, their
+## connections closed, RabbitMQ bounced and Redis stopped (its own RabbitMQ node and Redis; bench/chaos.py)
+N ?= 10000
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos --messages $(N)
 
 check: $(STAMP)
 	$(BIN)/edujobs check

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from contracts.errors import ConfigurationError, EdujobsError
 from ops.cli_common import AsJson, Operator, database, err, fail, parse_payload
+from ops.cli_deliveries import deliveries_app
 from ops.cli_dlq import dlq_app
 from ops.cli_queues import queues_app
 from ops.cli_schedules import scheduler, schedules_app
@@ -31,6 +32,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(queues_app, name="queues")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(schedules_app, name="schedules")
 app.command("scheduler")(scheduler)
 tokens_app = typer.Typer(help="Bearer tokens of the HTTP API.", no_args_is_help=True)

@@ -1,167 +1,194 @@
-"""The side-effect ledger: an email, SMS, push or posted grade happens once per idempotency key.
+"""The side-effect ledger: an email, SMS, push or posted grade happens once per key and channel.
 
-Delivery is at least once, so an actor with a person-visible side effect claims its key first::
+Delivery is at least once, so an actor with a person-visible side effect claims it first and moves
+the claim through owner-checked steps (``store.once.perform_claimed`` does all of it)::
 
     claim = ledger.claim(key, channel="email", actor_name=..., message_id=...)
-    if not claim.acquired:
-        if claim.status == "pending":
-            raise SomeTransientError(...)   # another attempt is sending right now: retry later
-        return                              # already sent: do nothing
-    try:
-        provider_id = send(...)
-    except ProviderError as e:
-        ledger.release(key, error=str(e))   # nothing was sent: a retry may claim it again
-        raise
-    ledger.complete(key, provider_message_id=provider_id)
+    ledger.begin(claim)                       # the request may leave from now on
+    provider_id = send(...)                   # a failure before this line: ledger.release(claim)
+    ledger.complete(claim, provider_message_id=provider_id)
 
-Besides claims, ``record`` writes a finished row directly: ``skipped`` for a channel a notification
-did not use (not configured, no address, breaker open), with the reason, so an operator sees why
-the next channel was used; a skipped row does not count as done (a later attempt may claim it).
+**Keys per channel.** A row is keyed by ``(idempotency_key, channel)``: an email and an SMS sent
+under the same key are two side effects.
 
-A claim is a lease: a ``pending`` row older than ``lease_seconds`` (its worker died mid-send) may
-be taken over. Claims are race-safe across processes: the first insert wins through the unique
-key (INSERT ... ON CONFLICT DO NOTHING), and a take-over is a conditional UPDATE that only one
-contender can win (it checks the status and attempt count it read).
+**Owner-checked transitions.** A claim carries a token (``claim_token``) and names the worker
+process holding it (``owner_id``, beating a heartbeat: ``store.owners``). ``begin``, ``complete``,
+``release`` and ``unclaim`` change the row only while it still carries the claim's token: an
+attempt whose claim was judged and taken over by another can neither send (``begin`` raises
+``ClaimLostError``) nor overwrite what the other recorded.
 
-Each of those statements is atomic on its own, so the ledger runs them in autocommit: one round
-trip each, instead of a BEGIN, the statement and a COMMIT. A notification makes two of them.
+**Database time.** ``claimed_at``, ``sending_at``, ``completed_at`` and the owners' beats are the
+database's ``now``, and claims are judged by ages the database computes (``store.clock``): no
+worker's clock decides whether a claim is old.
 
-``claim_and_read`` claims and reads one other row (the recipient) together: on PostgreSQL in one
-statement, the claim's insert a CTE of the read, so an email costs two round trips, not three. The
-caller checks what it read after the claim; when a check fails, ``unclaim`` removes the row the
-claim inserted, leaving the ledger as it was (nothing was attempted).
+**Judging a pending claim** (another attempt met it):
+
+- its owner beats and the claim is younger than ``lease_seconds``: it is being worked on; the
+  caller waits (``Claim.retry_after``: until its owner would look dead, or its lease runs out);
+- its owner stopped beating for ``owner_timeout`` seconds, said it stopped, or the lease ran out
+  (a thread hung in a call): the claim is judged now, by its phase:
+
+  - ``sending_at`` unset: the request provably never left; the claim is taken over and the side
+    effect performed at once;
+  - ``sending_at`` set: the request may have reached the provider: an **unknown outcome**. With
+    ``resend_unknown`` (the caller's policy: critical and high priority notifications) it is taken
+    over and performed again, knowingly risking a duplicate; otherwise it is *held*: the row
+    becomes ``unknown``, nothing is sent, and an operator decides (``store.deliveries``).
+
+A claim from before owners existed (no ``owner_id``) is judged only once its lease has run out,
+and its phase being unknown, as an unknown outcome.
+
+``failed`` and ``skipped`` rows do not count as done: a claim takes them over. ``record`` writes a
+finished row directly (``skipped`` with the reason for a channel a notification did not use).
+Every statement is atomic on its own and runs in autocommit: one round trip each. The first claim
+of a key inserts its row (INSERT ... ON CONFLICT DO NOTHING); a take-over is a conditional UPDATE
+that one contender wins. ``claim_and_read`` claims and reads one other row (the recipient) in one
+PostgreSQL statement, the claim's insert being a CTE of the read.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
+import os
+import threading
+import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Row,
-    Select,
-    Table,
-    bindparam,
-    delete,
-    func,
-    literal,
-    select,
-    true,
-    update,
-)
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Connection, Engine, Row, Select, Table, select
 from sqlalchemy.orm import Session
 
+from contracts.errors import InProgressError
 from store.db import autocommit
+from store.ledger_sql import (
+    FAILED,
+    FOUND,
+    INSERTED,
+    KEY,
+    PENDING,
+    RELAXED,
+    SENT,
+    SKIPPED,
+    UNKNOWN,
+    claim_and_read,
+    statements,
+)
 from store.models import Delivery
+from store.owners import Owner
 from store.types import utcnow
-from store.upsert import insert_if_absent, upsert
+from store.upsert import upsert
+
+__all__ = [
+    "FAILED",
+    "PENDING",
+    "RETAKEABLE",
+    "SENT",
+    "SKIPPED",
+    "UNKNOWN",
+    "Claim",
+    "ClaimLostError",
+    "Ledger",
+]
 
 logger = logging.getLogger(__name__)
 
-PENDING = "pending"
-SENT = "sent"
-FAILED = "failed"
-SKIPPED = "skipped"
 #: Rows that do not count as done: a claim may take them over, ``record`` may overwrite them.
 RETAKEABLE = (FAILED, SKIPPED)
 MAX_ERROR_CHARS = 4000
 
 _deliveries: Table = Delivery.__table__  # type: ignore[assignment]
-
-#: ``complete``'s statement, built once: every delivery runs it.
-_COMPLETE = (
-    update(_deliveries)
-    .where(_deliveries.c.idempotency_key == bindparam("b_key"))
-    .values(
-        status=bindparam("b_status"),
-        provider_message_id=bindparam("b_provider_id"),
-        completed_at=bindparam("b_now"),
-        error=None,
-    )
-)
+_c = _deliveries.c
 
 
-_INSERTED = "claim_inserted_"
-_FOUND = "claim_read_found_"
-
-
-@functools.lru_cache(maxsize=16)
-def _claim_and_read(read: Select[Any], columns: tuple[str, ...]) -> Select[Any]:
-    """PostgreSQL: ``WITH claim AS (INSERT ... ON CONFLICT DO NOTHING RETURNING ...) SELECT (SELECT
-    count(*) FROM claim), r.* FROM (SELECT 1) LEFT JOIN (read) r ON true``: one row whatever the
-    read finds, saying whether the claim inserted its row, and the read's row (its marker column
-    is NULL when it found none). The claim's ``columns`` are bound as ``claim_<column>``."""
-    claim = (
-        postgresql.insert(_deliveries)
-        .values({name: bindparam(f"claim_{name}") for name in columns})
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(_deliveries.c.idempotency_key)
-        .cte("claim")
-    )
-    inserted = select(func.count()).select_from(claim).scalar_subquery().label(_INSERTED)
-    found = read.add_columns(literal(1).label(_FOUND)).subquery("r")
-    one = select(literal(1).label("one")).subquery("one")
-    return select(inserted, *found.c).select_from(one.outerjoin(found, true()))
+class ClaimLostError(InProgressError):
+    """Raised when a claim was judged and taken over by another attempt before this one acted on
+    it: this attempt must not perform the side effect (the other one does, or has)."""
 
 
 @dataclass(frozen=True)
 class Claim:
     """The answer to a claim: ``acquired`` means go ahead and perform the side effect.
 
-    When not acquired, ``status`` says why: ``pending`` (another attempt holds it now) or the
-    finished status (``sent``), with the provider's message id of that earlier delivery.
+    When not acquired, ``status`` says why: ``pending`` (another attempt holds it now: wait
+    ``retry_after`` seconds), ``unknown`` (held: it may have happened, an operator decides), or
+    the finished status (``sent``) with the provider's message id of that earlier delivery.
+    ``judged`` says what this claim decided about an earlier one: ``recovered`` (taken over from a
+    dead worker before its request left), ``resent`` (taken over after it may have left) or
+    ``held`` (made ``unknown``).
     """
 
     acquired: bool
     status: str
     provider_message_id: str | None = None
-    #: When this claim inserted a new row: its ``claimed_at`` (``unclaim`` removes that row).
-    inserted_at: datetime | None = field(default=None, compare=False)
+    key: str = field(default="", compare=False)
+    channel: str = field(default="", compare=False)
+    token: str | None = field(default=None, compare=False)
+    #: This claim inserted a new row (``unclaim`` removes it).
+    inserted: bool = field(default=False, compare=False)
+    retry_after: float | None = field(default=None, compare=False)
+    judged: str | None = field(default=None, compare=False)
 
 
 def _new_row(
-    key: str, channel: str, actor_name: str, message_id: str, user_id: int | None, now: datetime, **rest: Any
+    key: str, channel: str, actor_name: str, message_id: str, user_id: int | None, **rest: Any
 ) -> dict[str, Any]:
     return {"idempotency_key": key, "channel": channel, "actor_name": actor_name,
-            "message_id": message_id, "user_id": user_id, "claimed_at": now, **rest}  # fmt: skip
+            "message_id": message_id, "user_id": user_id, **rest}  # fmt: skip
 
 
 class Ledger:
-    """Claims, completes and releases deliveries in the ``deliveries`` table."""
+    """Claims side effects in the ``deliveries`` table and moves them to done, owner-checked."""
 
-    def __init__(self, engine: Engine, *, lease_seconds: float = 600) -> None:
+    def __init__(self, engine: Engine, *, lease_seconds: float = 600, owner_timeout: float = 20) -> None:
         self.engine = engine
-        self.lease = timedelta(seconds=lease_seconds)
+        self.lease_seconds = lease_seconds
+        self.owner_timeout = owner_timeout
         #: The same pool, each statement committed on its own (see the module docstring).
         self._autocommit = autocommit(engine)
+        self._sql = statements(engine.dialect.name)
+        self._owner: Owner | None = None
+        self._owner_lock = threading.Lock()
+
+    @property
+    def owner(self) -> Owner:
+        """This process as the holder of claims, registered (and beating) on first use."""
+        owner = self._owner
+        if owner is None or owner.pid != os.getpid() or owner.stopped:
+            with self._owner_lock:
+                owner = self._owner
+                if owner is None or owner.pid != os.getpid() or owner.stopped:
+                    owner = self._owner = Owner(self.engine, timeout=self.owner_timeout)
+        return owner
+
+    def close(self) -> None:
+        """Stop this process's heartbeat and say it stopped: its pending claims are judged at once."""
+        if self._owner is not None:
+            self._owner.stop()
 
     def claim(
-        self, key: str, *, channel: str, actor_name: str, message_id: str, user_id: int | None = None
+        self,
+        key: str,
+        *,
+        channel: str,
+        actor_name: str,
+        message_id: str,
+        user_id: int | None = None,
+        resend_unknown: bool = False,
     ) -> Claim:
-        """Take the right to perform the side effect ``key``, unless it is done or being done."""
-        now = utcnow()
-        values = _new_row(key, channel, actor_name, message_id, user_id, now, status=PENDING, attempts=1)
+        """Take the right to perform the side effect ``(key, channel)``, unless it is done, being
+        done, or held as an unknown outcome; see the module docstring for how a pending claim is
+        judged, and ``resend_unknown``."""
+        values = self._claim_row(key, channel, actor_name, message_id, user_id)
+        token = values["claim_token"]
         with self._autocommit.connect() as connection:
             for _ in range(3):
-                if insert_if_absent(connection, _deliveries, values, keys=["idempotency_key"]):
-                    return Claim(True, PENDING, inserted_at=now)
-                row = self._read(connection, key)
-                if row is None:  # removed between the insert and the read (cleanup): insert again
-                    continue
-                if not self._may_take_over(row.status, row.claimed_at, now):
-                    return Claim(False, row.status, row.provider_message_id)
-                if self._take_over(connection, key, row, now, actor_name=actor_name, message_id=message_id):
-                    logger.info("Delivery %s taken over (attempt %d).", key, row.attempts + 1)
-                    return Claim(True, PENDING)
-                # Another attempt took it over first: read again to answer with its status.
-            row = self._read(connection, key)
-        return Claim(False, row.status if row else PENDING, row.provider_message_id if row else None)
+                if connection.execute(self._sql.insert, values).first() is not None:
+                    return Claim(True, PENDING, key=key, channel=channel, token=token, inserted=True)
+                claim = self._judge(connection, values, resend_unknown)
+                if claim is not None:
+                    return claim
+                # The row changed under us (removed, or another attempt acted first): look again.
+        return Claim(False, PENDING, key=key, channel=channel, retry_after=1.0)
 
     def claim_and_read(
         self,
@@ -173,70 +200,69 @@ class Ledger:
         user_id: int | None = None,
         read: Select[Any],
         parameters: dict[str, Any],
+        resend_unknown: bool = False,
     ) -> tuple[Claim, dict[str, Any] | None]:
-        """``claim`` ``key``, and run ``read`` (a select of at most one row, with ``parameters``):
-        the claim, and the row read as a dict (None if there was none). On PostgreSQL both are one
-        statement when the key is new, the common case; a key already in the ledger, and SQLite,
-        go through ``claim`` after the read. Check what was read before acting on the claim, and
-        ``unclaim`` it if a check fails."""
+        """``claim`` the side effect, and run ``read`` (a select of at most one row, with
+        ``parameters``): the claim, and the row read as a dict (None if there was none). On
+        PostgreSQL both are one statement when the key is new, the common case; a key already in
+        the ledger, and SQLite, go through ``claim`` after the read. Check what was read before
+        acting on the claim, and ``unclaim`` it if a check fails."""
         if self.engine.dialect.name == "postgresql":
-            now = utcnow()
-            values = _new_row(key, channel, actor_name, message_id, user_id, now, status=PENDING, attempts=1)
+            values = self._claim_row(key, channel, actor_name, message_id, user_id)
+            token = values["claim_token"]
             bound = {**parameters, **{f"claim_{name}": value for name, value in values.items()}}
             with self._autocommit.connect() as connection:
-                row = dict(connection.execute(_claim_and_read(read, tuple(values)), bound).one()._mapping)
-            inserted, found = row.pop(_INSERTED), row.pop(_FOUND)
+                row = dict(connection.execute(claim_and_read(read, tuple(values)), bound).one()._mapping)
+            inserted, found, _ = row.pop(INSERTED), row.pop(FOUND), row.pop(RELAXED)
             read_row = row if found is not None else None
             if inserted:
-                return Claim(True, PENDING, inserted_at=now), read_row
+                return Claim(True, PENDING, key=key, channel=channel, token=token, inserted=True), read_row
         else:
             with self._autocommit.connect() as connection:
                 first = connection.execute(read, parameters).first()
             read_row = dict(first._mapping) if first is not None else None
-        claim = self.claim(
-            key, channel=channel, actor_name=actor_name, message_id=message_id, user_id=user_id
-        )
+        claim = self.claim(key, channel=channel, actor_name=actor_name, message_id=message_id,
+                           user_id=user_id, resend_unknown=resend_unknown)  # fmt: skip
         return claim, read_row
 
-    def unclaim(self, key: str, claim: Claim, *, error: str) -> None:
-        """Give back an acquired ``claim`` whose side effect was not attempted: a row the claim
-        inserted is removed, as if never claimed; a row it took over is released with ``error``."""
+    def begin(self, claim: Claim) -> None:
+        """Mark that the claim's request may leave from now on (before sending it). Raise
+        ``ClaimLostError`` if the claim is no longer this attempt's: then it must not send."""
+        if self._run(self._sql.begin, claim) == 0:
+            raise ClaimLostError(f"{claim.channel} delivery {claim.key} was taken over by another attempt")
+
+    def complete(self, claim: Claim, *, provider_message_id: str | None, status: str = SENT) -> bool:
+        """Record that the side effect happened. False (logged) if the claim was taken over in the
+        meantime: the other attempt may have performed it too."""
+        if status in (PENDING, FAILED, UNKNOWN):
+            raise ValueError(f"complete() records a finished delivery, not {status!r}")
+        if self._run(self._sql.complete, claim, b_status=status, b_provider_id=provider_message_id):
+            return True
+        logger.error("Delivery %s (%s) was performed, but its claim had been taken over by another "
+                     "attempt: it may have happened twice.", claim.key, claim.channel)  # fmt: skip
+        return False
+
+    def release(self, claim: Claim, *, error: str) -> None:
+        """Record that the attempt failed without the side effect: a retry may claim it again."""
+        if not self._run(self._sql.finish, claim, b_status=FAILED, b_error=error[:MAX_ERROR_CHARS]):
+            logger.warning("Delivery %s (%s) was not this attempt's any more; release ignored.",
+                           claim.key, claim.channel)  # fmt: skip
+
+    def hold(self, claim: Claim, *, error: str) -> bool:
+        """Record that the side effect may or may not have happened, and is not to be repeated
+        unless an operator says so (status ``unknown``). False if the claim was not this attempt's."""
+        return bool(self._run(self._sql.finish, claim, b_status=UNKNOWN, b_error=error[:MAX_ERROR_CHARS]))
+
+    def unclaim(self, claim: Claim, *, error: str) -> None:
+        """Give back an acquired ``claim`` whose side effect was not attempted (``begin`` was not
+        called): a row the claim inserted is removed, as if never claimed; a row it took over is
+        released with ``error``."""
         if not claim.acquired:
             return
-        if claim.inserted_at is None:
-            self.release(key, error=error)
+        if not claim.inserted:
+            self.release(claim, error=error)
             return
-        c = _deliveries.c
-        statement = delete(_deliveries).where(
-            c.idempotency_key == key, c.status == PENDING, c.claimed_at == claim.inserted_at
-        )
-        with self._autocommit.connect() as connection:
-            connection.execute(statement)
-
-    def complete(self, key: str, *, provider_message_id: str | None, status: str = SENT) -> None:
-        """Record that the side effect happened (``status`` other than ``failed`` counts as done)."""
-        if status in (PENDING, FAILED):
-            raise ValueError(f"complete() records a finished delivery, not {status!r}: use release()")
-        parameters = {
-            "b_key": key,
-            "b_status": status,
-            "b_provider_id": provider_message_id,
-            "b_now": utcnow(),
-        }
-        with self._autocommit.connect() as connection:
-            if connection.execute(_COMPLETE, parameters).rowcount == 0:
-                raise LookupError(f"no delivery {key!r} in the ledger: claim it first")
-
-    def release(self, key: str, *, error: str) -> None:
-        """Record that the attempt failed without the side effect: a retry may claim it again."""
-        statement = (
-            update(_deliveries)
-            .where(_deliveries.c.idempotency_key == key, _deliveries.c.status == PENDING)
-            .values(status=FAILED, error=error[:MAX_ERROR_CHARS], completed_at=utcnow())
-        )
-        with self._autocommit.connect() as connection:
-            if connection.execute(statement).rowcount == 0:
-                logger.warning("Delivery %s was not pending; release ignored.", key)
+        self._run(self._sql.remove, claim)
 
     def record(
         self,
@@ -251,8 +277,8 @@ class Ledger:
         error: str | None = None,
         replaces: tuple[str, ...] = (SKIPPED,),
     ) -> bool:
-        """Write a finished row for ``key`` without a claim (``skipped``, or a ``sent`` summary of
-        several side effects). An existing row is overwritten only if its status is in
+        """Write a finished row for ``(key, channel)`` without a claim (``skipped``, or a ``sent``
+        summary of several side effects). An existing row is overwritten only if its status is in
         ``replaces``: a ``pending`` or ``sent`` row is never touched. True if a row was written."""
         if status == PENDING:
             raise ValueError("record() writes finished rows; claim() a pending one")
@@ -263,57 +289,98 @@ class Ledger:
             "completed_at": now,
             "error": error[:MAX_ERROR_CHARS] if error else None,
         }
-        values = _new_row(key, channel, actor_name, message_id, user_id, now, attempts=0, **done)
+        values = _new_row(key, channel, actor_name, message_id, user_id, claimed_at=now, attempts=0, **done)
         with self._autocommit.connect() as connection:
-            return upsert(
-                connection,
-                _deliveries,
-                values,
-                keys=["idempotency_key"],
-                update=done,
-                where=_deliveries.c.status.in_(replaces),
-            )
+            return upsert(connection, _deliveries, values, keys=list(KEY), update=done,
+                          where=_c.status.in_(replaces))  # fmt: skip
 
-    def get(self, key: str) -> Delivery | None:
-        """The ledger entry of ``key``, detached from any session."""
+    def get(self, key: str, channel: str) -> Delivery | None:
+        """The ledger entry of ``(key, channel)``, detached from any session."""
+        statement = select(Delivery).where(Delivery.idempotency_key == key, Delivery.channel == channel)
         with Session(self._autocommit, expire_on_commit=False) as session:
-            return session.scalars(select(Delivery).where(Delivery.idempotency_key == key)).one_or_none()
+            return session.scalars(statement).one_or_none()
 
-    def _may_take_over(self, status: str, claimed_at: datetime, now: datetime) -> bool:
-        if status in RETAKEABLE:
-            return True
-        return status == PENDING and now - claimed_at >= self.lease
+    def _claim_row(
+        self, key: str, channel: str, actor_name: str, message_id: str, user_id: int | None
+    ) -> dict[str, Any]:
+        """A new claim's row: a fresh token, held by this process."""
+        return _new_row(key, channel, actor_name, message_id, user_id, claim_token=uuid.uuid4().hex,
+                        owner_id=self.owner.id)  # fmt: skip
 
-    @staticmethod
-    def _read(connection: Connection, key: str) -> Row[str, datetime, int, str | None] | None:
-        c = _deliveries.c
-        statement = select(c.status, c.claimed_at, c.attempts, c.provider_message_id).where(
-            c.idempotency_key == key
+    def _run(self, statement: Any, claim: Claim, **parameters: Any) -> int:
+        bound = {"b_key": claim.key, "b_channel": claim.channel, "b_token": claim.token, **parameters}
+        with self._autocommit.connect() as connection:
+            return int(connection.execute(statement, bound).rowcount)
+
+    def _judge(self, connection: Connection, values: dict[str, Any], resend_unknown: bool) -> Claim | None:
+        """Answer a claim whose row exists, taking it over or holding it when it is judged; None
+        when the row changed meanwhile (the caller tries again)."""
+        key, channel = values["idempotency_key"], values["channel"]
+        row = connection.execute(self._sql.judge, {"b_key": key, "b_channel": channel}).one_or_none()
+        if row is None:
+            return None  # removed between the insert and the read (unclaimed, cleaned up)
+        verdict, why, wait = self._verdict(row, resend_unknown)
+        if verdict == "answer":
+            return Claim(False, row.status, row.provider_message_id, key=key, channel=channel)
+        if verdict == "wait":
+            return Claim(False, PENDING, key=key, channel=channel, retry_after=wait)
+        unchanged = {"b_key": key, "b_channel": channel, "b_status": row.status,
+                     "b_attempts": row.attempts, "b_old_token": row.claim_token}  # fmt: skip
+        if verdict == "hold":
+            if connection.execute(self._sql.hold, {**unchanged, "b_error": why}).rowcount != 1:
+                return None
+            logger.warning("Delivery %s (%s) held as an unknown outcome: %s.", key, channel, why)
+            return Claim(False, UNKNOWN, key=key, channel=channel, judged="held")
+        taken = connection.execute(
+            self._sql.take_over,
+            {
+                **unchanged,
+                "b_actor": values["actor_name"],
+                "b_message": values["message_id"],
+                "b_token": values["claim_token"],
+                "b_owner": values["owner_id"],
+            },
         )
-        return connection.execute(statement).one_or_none()
-
-    @staticmethod
-    def _take_over(
-        connection: Connection,
-        key: str,
-        row: Row[str, datetime, int, str | None],
-        now: datetime,
-        *,
-        actor_name: str,
-        message_id: str,
-    ) -> bool:
-        c = _deliveries.c
-        statement = (
-            update(_deliveries)
-            # Only if nobody changed the row since it was read: one contender wins.
-            .where(c.idempotency_key == key, c.status == row.status, c.attempts == row.attempts)
-            .values(
-                status=PENDING,
-                claimed_at=now,
-                attempts=c.attempts + 1,
-                actor_name=actor_name,
-                message_id=message_id,
-                completed_at=None,
-            )
+        if taken.rowcount != 1:
+            return None
+        judged = (
+            None
+            if row.status != PENDING
+            else "resent"
+            if row.sending or row.owner_id is None
+            else "recovered"
         )
-        return connection.execute(statement).rowcount == 1
+        log = logger.warning if judged == "resent" else logger.info
+        log(
+            "Delivery %s (%s) taken over (attempt %d)%s.",
+            key,
+            channel,
+            row.attempts + 1,
+            f": {why}" if why else "",
+        )
+        return Claim(True, PENDING, key=key, channel=channel, token=values["claim_token"], judged=judged)
+
+    def _verdict(self, row: Row[Any], resend_unknown: bool) -> tuple[str, str | None, float | None]:
+        """("answer" | "take" | "hold" | "wait", why, seconds to wait) for a claim meeting ``row``."""
+        if row.status in RETAKEABLE:
+            return "take", None, None
+        if row.status != PENDING:
+            return "answer", None, None
+        legacy = row.owner_id is None  # claimed before owners existed: neither owner nor phase known
+        claim_age = float(row.claim_age or 0.0)
+        beat_age = None if row.beat_age is None else float(row.beat_age)
+        alive = (
+            not legacy and beat_age is not None and beat_age < self.owner_timeout and not row.owner_stopped
+        )
+        expired = claim_age >= self.lease_seconds
+        if not expired and (alive or legacy):
+            waits = [self.lease_seconds - claim_age]
+            if alive and beat_age is not None:
+                waits.append(self.owner_timeout - beat_age)
+            return "wait", None, max(1.0, min(waits) + 1.0)
+        why = "its lease ran out" if expired and (alive or legacy) else "its worker stopped"
+        if not legacy and not row.sending:
+            return "take", f"{why} before its request left", None
+        if resend_unknown:
+            return "take", f"{why} after its request may have left; performed again (resend policy)", None
+        return "hold", f"unknown outcome: {why} after its request may have left", None

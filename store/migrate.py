@@ -41,6 +41,7 @@ MODEL_MODULES = (
     "store.models_notifications",
     "store.pauses",
     "store.models_schedules",
+    "store.models_ledger",
 )
 
 

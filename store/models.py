@@ -321,16 +321,30 @@ class AccessLog(Base):
 
 
 class Delivery(Base):
-    """The side-effect ledger: one row per person-visible effect, keyed by its idempotency key.
+    """The side-effect ledger: one row per person-visible effect, keyed by its idempotency key and
+    channel (an email and an SMS under one key are two side effects).
 
-    ``status`` is ``pending`` while an attempt holds it, ``sent`` once done, ``failed`` when an
-    attempt gave up and a retry may take it again (see ``store.ledger``).
+    ``status`` is ``pending`` while an attempt holds it (``claim_token``, owned by the worker
+    process ``owner_id``; ``sending_at`` once its request may have left), ``sent`` once done,
+    ``failed`` when an attempt gave up and a retry may take it again, ``skipped`` for a channel a
+    notification did not use, ``unknown`` when the request may or may not have reached the
+    provider and the policy was not to send again (see ``store.ledger``, ``store.once``).
     """
 
     __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", "channel"),
+        # Only the rows someone may have to look at: small, whatever the table's size.
+        Index(
+            "ix_deliveries_open",
+            "status",
+            postgresql_where=text("status IN ('pending', 'unknown')"),
+            sqlite_where=text("status IN ('pending', 'unknown')"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
-    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
     channel: Mapped[str] = mapped_column(String(32))
     actor_name: Mapped[str] = mapped_column(String(128))
     message_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -341,6 +355,9 @@ class Delivery(Base):
     completed_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text())
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    owner_id: Mapped[str | None] = mapped_column(String(32))
+    sending_at: Mapped[datetime | None]
 
 
 class JobRecord(Base):

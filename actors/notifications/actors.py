@@ -14,13 +14,17 @@ from actors.notifications.quiet import QuietHours
 from contracts.priorities import PRIORITIES
 
 
-def _priority() -> tuple[str | None, bool]:
-    """The current message's priority name (if it carries one) and whether it is critical."""
+def _priority() -> tuple[str | None, bool, bool]:
+    """The current message's priority name (if it carries one), whether it is critical, and
+    whether it is urgent enough to be sent again after an unknown outcome (critical and high:
+    the unknown-outcome policy of ``store.once``)."""
     message = CurrentMessage.get_current_message()
     options = message.options if message is not None else {}
     name = options.get("priority_name")
-    critical = name == "critical" or int(options.get("broker_priority") or 0) >= PRIORITIES["critical"]
-    return (name if isinstance(name, str) and name in PRIORITIES else None), critical
+    level = int(options.get("broker_priority") or 0)
+    critical = name == "critical" or level >= PRIORITIES["critical"]
+    urgent = name in ("critical", "high") or level >= PRIORITIES["high"]
+    return (name if isinstance(name, str) and name in PRIORITIES else None), critical, urgent
 
 
 def _send_after_quiet_hours(actor_name: str, payload: dict[str, Any], key: str, until: datetime) -> None:
@@ -37,8 +41,9 @@ def _send_after_quiet_hours(actor_name: str, payload: dict[str, Any], key: str, 
 
 def _arguments(user_id: int, template: str, context: dict[str, Any] | None, key: str) -> dict[str, Any]:
     """What every sender of one templated notification takes, from the message being processed."""
+    _, critical, urgent = _priority()
     return {"user_id": user_id, "template": template, "context": context or {}, "idempotency_key": key,
-            "message_id": current_message_id(), "critical": _priority()[1]}  # fmt: skip
+            "message_id": current_message_id(), "critical": critical, "resend_unknown": urgent}  # fmt: skip
 
 
 def _deliver(

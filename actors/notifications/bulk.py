@@ -9,8 +9,10 @@ The requested user ids are sorted and cut into batches of ``MAX_PERSONALIZATIONS
 filtering, so a batch always covers the same ids whatever changed in the database since; within a
 batch, users without an email address or who opted out of email are left out (and counted).
 
-Each batch is one side effect in the ledger (``<key>:batch:<n>``): a retried or redelivered bulk
-job sends only the batches SendGrid has not accepted yet. Requests are paced by a token bucket
+Each batch is one side effect in the ledger (``<key>:batch:<n>``, channel ``email_bulk``): a retried
+or redelivered bulk job sends only the batches SendGrid has not accepted yet. A batch whose outcome
+is unknown (the request may have reached SendGrid) is held, never sent again automatically: bulk
+is never urgent enough to risk a thousand duplicates (``store.once``). Requests are paced by a token bucket
 (``EDUJOBS_SENDGRID_BULK_RATE`` requests per second): in Redis, shared by every worker, when Redis is
 configured (``rate_limit``); else this one, shared by the process's threads.
 """
@@ -138,7 +140,6 @@ def send_bulk_email(
             )
 
             def post(body: dict[str, Any] = body) -> str | None:
-                bucket.acquire()
                 return notifier.mailer.post(body)
 
             result = deliver_once(
@@ -149,6 +150,9 @@ def send_bulk_email(
                 message_id=message_id,
                 actor_name=actor_name,
                 send=post,
+                # The rate limiter's wait comes before the request may leave: a worker killed
+                # while waiting left a claim that is provably unsent (resent at once, not held).
+                prepare=bucket.acquire,
             )
             sent += result.status == "sent"
         if progress is not None:

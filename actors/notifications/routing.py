@@ -20,7 +20,8 @@ on, and tries them in turn:
   to fix, not a reason to try another channel; it is raised, and the message is dead-lettered
   naming the template. Only a text too long for a channel (an SMS over two segments) falls back;
 - **once**: if any channel of this notification was already delivered (a redelivered or retried
-  message), nothing is sent again.
+  message), or may have been (an unknown outcome, held: ``store.once``), nothing is sent again on
+  any channel: a push that may have arrived is not followed by an SMS.
 
 If no channel delivered: when some were skipped only because their breaker is open, the
 ``CircuitOpenError`` is raised (the CircuitBreakers middleware delays the message until the breaker
@@ -41,7 +42,7 @@ from actors.notifications.service import ChannelSender, DeliveryResult, Notifier
 from actors.notifications.templates import TemplateTooLongError
 from contracts.errors import PermanentError, RecipientError, TemplateError
 from middleware.breaker_storage import CircuitOpenError
-from store.ledger import SKIPPED
+from store.ledger import SENT, SKIPPED, UNKNOWN
 from store.models import User
 
 __all__ = ["Deferred", "Delivered", "NoChannelError", "notify_user", "quiet_until", "reachable_channels"]
@@ -110,17 +111,19 @@ def notify_user(
     message_id: str,
     channels: Sequence[str] | None = None,
     critical: bool = False,
+    resend_unknown: bool = False,
     now: datetime | None = None,
     actor_name: str = "notifications.notify_user",
 ) -> Delivered | Deferred:
     """Deliver one notification on the first channel that works; see the module docstring."""
     user = service.load_user(notifier.engine, user_id)
     for channel in CHANNELS:
-        earlier = notifier.ledger.get(f"{idempotency_key}:{channel}")
-        if earlier is not None and earlier.status == "sent":
-            logger.info("Notification %s already delivered by %s; not repeated.", idempotency_key, channel)
-            duplicate = DeliveryResult("duplicate", idempotency_key, earlier.provider_message_id)
-            return Delivered(channel, duplicate)
+        earlier = notifier.ledger.get(f"{idempotency_key}:{channel}", channel)
+        if earlier is not None and earlier.status in (SENT, UNKNOWN):
+            logger.info("Notification %s already delivered by %s (%s); not repeated.",
+                        idempotency_key, channel, earlier.status)  # fmt: skip
+            status = "duplicate" if earlier.status == SENT else "unknown"
+            return Delivered(channel, DeliveryResult(status, idempotency_key, earlier.provider_message_id))
 
     skipped: list[tuple[str, str]] = []
 
@@ -156,6 +159,7 @@ def notify_user(
                 idempotency_key=f"{idempotency_key}:{channel}",
                 message_id=message_id,
                 critical=critical,
+                resend_unknown=resend_unknown,
                 now=now,
             )
         except QuietHours as e:  # a fallback to SMS or push at night: wait for the morning

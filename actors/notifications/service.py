@@ -1,8 +1,11 @@
 """The logic of notifications, free of dramatiq: find the recipient, render, send once.
 
-Every delivery goes through the ledger (``store.ledger``): a redelivered, retried or requeued message
-finds its key already ``sent`` and sends nothing. SMS and push obey the user's quiet hours here
-(``quiet.check_quiet_hours``), whichever actor sends them; email never waits.
+Every delivery goes through the ledger (``store.ledger``, ``store.once``): a redelivered, retried or
+requeued message finds its key already ``sent`` on its channel and sends nothing; one whose earlier
+attempt may or may not have reached the provider is an unknown outcome, held (``unknown``) unless
+the caller's ``resend_unknown`` (critical and high priority) says to send again. SMS and push obey
+the user's quiet hours here (``quiet.check_quiet_hours``), whichever actor sends them; email never
+waits.
 """
 
 from __future__ import annotations
@@ -28,16 +31,16 @@ from actors.notifications.templates import render_email, render_push, render_sms
 from brokers.settings import Settings, get_settings
 from contracts.errors import ConfigurationError, RecipientError
 from store.db import autocommit, get_engine
-from store.ledger import RETAKEABLE, SENT, Claim, Ledger
+from store.ledger import RETAKEABLE, SENT, UNKNOWN, Ledger
 from store.models import User
-from store.once import Outcome, perform_claimed, perform_once
+from store.once import Outcome, give_back, perform_claimed, perform_once
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class DeliveryResult:
-    status: str  # "sent" or "duplicate"
+    status: str  # "sent", "duplicate" or "unknown" (may have gone out: held, not repeated)
     idempotency_key: str
     provider_message_id: str | None
 
@@ -108,12 +111,14 @@ class Notifier:
     @classmethod
     def from_settings(cls, settings: Settings) -> Notifier:
         engine = get_engine()
-        return cls(engine=engine, ledger=Ledger(engine), settings=settings)
+        ledger = Ledger(engine, owner_timeout=settings.ledger_owner_timeout_seconds)
+        return cls(engine=engine, ledger=ledger, settings=settings)
 
 
 class ChannelSender(Protocol):
     """``send_email``, ``send_sms`` and ``send_push``: one templated message to one user, at most
-    once per key. ``critical`` lets SMS and push through quiet hours; ``now`` is for tests."""
+    once per key. ``critical`` lets SMS and push through quiet hours; ``resend_unknown`` sends
+    again when an earlier attempt's outcome is unknown (``store.once``); ``now`` is for tests."""
 
     def __call__(
         self,
@@ -125,6 +130,7 @@ class ChannelSender(Protocol):
         idempotency_key: str,
         message_id: str,
         critical: bool = False,
+        resend_unknown: bool = False,
         now: datetime | None = None,
     ) -> DeliveryResult: ...
 
@@ -181,9 +187,12 @@ def deliver_once(
     message_id: str,
     actor_name: str,
     send: Callable[[], str | None],
+    resend_unknown: bool = False,
+    prepare: Callable[[], object] | None = None,
 ) -> DeliveryResult:
     """Call ``send`` (which returns the provider's message id) unless the ledger already has
-    ``idempotency_key`` done."""
+    ``idempotency_key`` done on ``channel`` (``store.once.perform_once``). ``send`` is a provider
+    adapter's call: it marks the moment its request leaves (``store.once.request_leaving``)."""
     outcome = perform_once(
         notifier.ledger,
         idempotency_key,
@@ -192,22 +201,29 @@ def deliver_once(
         message_id=message_id,
         user_id=user_id,
         action=send,
+        resend_unknown=resend_unknown,
+        prepare=prepare,
+        marks_leaving=True,
     )
     return _delivery_result(idempotency_key, outcome)
 
 
+_RESULTS = {"done": "sent", "duplicate": "duplicate", "unknown": "unknown"}
+
+
 def _delivery_result(idempotency_key: str, outcome: Outcome) -> DeliveryResult:
-    status = "sent" if outcome.status == "done" else "duplicate"
-    return DeliveryResult(status, idempotency_key, outcome.provider_message_id)
+    return DeliveryResult(_RESULTS[outcome.status], idempotency_key, outcome.provider_message_id)
 
 
-def already_sent(notifier: Notifier, idempotency_key: str) -> DeliveryResult | None:
-    """The earlier delivery of ``idempotency_key``, if it was sent: checked before quiet hours, so
-    a redelivery of something already sent is answered at once instead of waiting for morning."""
-    earlier = notifier.ledger.get(idempotency_key)
-    if earlier is None or earlier.status != SENT:
+def already_sent(notifier: Notifier, idempotency_key: str, channel: str) -> DeliveryResult | None:
+    """The earlier delivery of ``idempotency_key`` on ``channel``, if it was sent (or may have
+    been: ``unknown``): checked before quiet hours, so a redelivery of something already sent is
+    answered at once instead of waiting for morning."""
+    earlier = notifier.ledger.get(idempotency_key, channel)
+    if earlier is None or earlier.status not in (SENT, UNKNOWN):
         return None
-    return DeliveryResult("duplicate", idempotency_key, earlier.provider_message_id)
+    status = "duplicate" if earlier.status == SENT else "unknown"
+    return DeliveryResult(status, idempotency_key, earlier.provider_message_id)
 
 
 def send_email(
@@ -221,6 +237,7 @@ def send_email(
     actor_name: str = "notifications.send_email",
     attachments: Sequence[Mapping[str, str]] = (),
     critical: bool = False,
+    resend_unknown: bool = False,
     now: datetime | None = None,
 ) -> DeliveryResult:
     """Render ``template`` for the user and send it through SendGrid at most once per key (an email
@@ -236,7 +253,7 @@ def send_email(
     ledger = notifier.ledger
     claim, row = ledger.claim_and_read(
         idempotency_key, channel="email", actor_name=actor_name, message_id=message_id, user_id=user_id,
-        read=_USER_BY_ID, parameters={"user_id": user_id},
+        read=_USER_BY_ID, parameters={"user_id": user_id}, resend_unknown=resend_unknown,
     )  # fmt: skip
     if claim.acquired:
         try:
@@ -254,21 +271,12 @@ def send_email(
                 attachments=load_attachments(attachments),
             )
         except BaseException as e:
-            _give_back(ledger, idempotency_key, claim, e)
+            give_back(ledger, claim, e)
             raise
     outcome = perform_claimed(
-        ledger, idempotency_key, claim, channel="email", action=lambda: mailer.send(email)
+        ledger, claim, action=lambda: mailer.send(email), resend_unknown=resend_unknown, marks_leaving=True
     )
     return _delivery_result(idempotency_key, outcome)
-
-
-def _give_back(ledger: Ledger, key: str, claim: Claim, error: BaseException) -> None:
-    """``Ledger.unclaim``, while ``error`` (what stopped the send) propagates: a failure to give
-    the claim back is logged, not raised over it (the claim then expires after its lease)."""
-    try:
-        ledger.unclaim(key, claim, error=f"{type(error).__name__}: {error}")
-    except Exception:
-        logger.exception("Could not give back the claim of %s; it expires after the lease.", key)
 
 
 def send_sms(
@@ -281,12 +289,13 @@ def send_sms(
     message_id: str,
     actor_name: str = "notifications.send_sms",
     critical: bool = False,
+    resend_unknown: bool = False,
     now: datetime | None = None,
 ) -> DeliveryResult:
     """Render the SMS variant of ``template`` for the user and send it through Twilio at most once
     per key; during the user's quiet hours, unless ``critical``, raise ``QuietHours``."""
     user = reachable_user(notifier.engine, user_id, "sms", "phone")
-    if (earlier := already_sent(notifier, idempotency_key)) is not None:
+    if (earlier := already_sent(notifier, idempotency_key, "sms")) is not None:
         return earlier
     check_quiet_hours(user, "sms", critical=critical, now=now)
     sms = Sms(
@@ -301,6 +310,7 @@ def send_sms(
         message_id=message_id,
         actor_name=actor_name,
         send=lambda: sender.send(sms),
+        resend_unknown=resend_unknown,
     )
 
 
@@ -314,6 +324,7 @@ def send_push(
     message_id: str,
     actor_name: str = "notifications.send_push",
     critical: bool = False,
+    resend_unknown: bool = False,
     now: datetime | None = None,
 ) -> DeliveryResult:
     """Send the push variant of ``template`` to each of the user's devices, once per device and key;
@@ -326,7 +337,7 @@ def send_push(
     device row yet) sends nothing. Tokens FCM calls unregistered or invalid are removed from the
     user, even when a later device fails; if no device is left, the push is a ``RecipientError``.
     """
-    if (earlier := already_sent(notifier, idempotency_key)) is not None:
+    if (earlier := already_sent(notifier, idempotency_key, "push")) is not None:
         return earlier
     user = reachable_user(notifier.engine, user_id, "push", "push_tokens")
     check_quiet_hours(user, "push", critical=critical, now=now)
@@ -348,6 +359,7 @@ def send_push(
                         message_id=message_id,
                         actor_name=actor_name,
                         send=functools.partial(sender.send, push),
+                        resend_unknown=resend_unknown,
                     )
                 )
             except DeadTokenError:
@@ -360,10 +372,12 @@ def send_push(
     if not delivered:
         raise RecipientError(f"user {user_id} has no registered device left ({len(dead)} token(s) removed)")
     provider_id = delivered[0].provider_message_id
-    notifier.ledger.record(idempotency_key, status=SENT, channel="push", actor_name=actor_name,
-                           message_id=message_id, user_id=user_id, provider_message_id=provider_id,
-                           replaces=RETAKEABLE)  # fmt: skip
-    status = "sent" if any(d.status == "sent" for d in delivered) else "duplicate"
+    statuses = {d.status for d in delivered}
+    # Unknown only when no device is known to have it: a redelivery then sends to no device again.
+    status = next(s for s in ("sent", "duplicate", "unknown") if s in statuses)
+    notifier.ledger.record(idempotency_key, status=UNKNOWN if status == "unknown" else SENT, channel="push",
+                           actor_name=actor_name, message_id=message_id, user_id=user_id,
+                           provider_message_id=provider_id, replaces=RETAKEABLE)  # fmt: skip
     return DeliveryResult(status, idempotency_key, provider_id)
 
 

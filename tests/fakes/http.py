@@ -1,9 +1,17 @@
-"""A small threaded HTTP server that records requests and answers from a programmable script."""
+"""A small threaded HTTP server that records requests and answers from a programmable script.
+
+Besides answers, a reply can be a *fault after the request arrived*: the server reads and records
+the request (for a provider, it was accepted: the email or SMS goes out), then hangs up without a
+word (``hang_up``), aborts the connection (``reset``), or answers too late for the client's timeout
+(``Reply(..., delay=...)``). Those are the failures whose outcome the client cannot know.
+"""
 
 from __future__ import annotations
 
 import gzip
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -29,9 +37,28 @@ class Recorded:
 @dataclass
 class Reply:
     status: int
-    body: Any = None
+    body: Any = None  # JSON, or bytes sent as they are (an HTML page)
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    #: Instead of answering, after ``delay``: ``"hang_up"`` closes the connection cleanly (the
+    #: client sees ``RemoteDisconnected``), ``"reset"`` aborts it (``ConnectionResetError``).
+    fault: str | None = None
+
+
+def hang_up() -> Reply:
+    """The request is received (and recorded), then the connection is closed without an answer."""
+    return Reply(0, fault="hang_up")
+
+
+def reset() -> Reply:
+    """The request is received (and recorded), then the connection is aborted (TCP RST)."""
+    return Reply(0, fault="reset")
+
+
+def gateway_error(status: int = 502) -> Reply:
+    """A proxy in front of the provider answers 502 or 504: the provider may have acted."""
+    title = "502 Bad Gateway" if status == 502 else "504 Gateway Time-out"
+    return Reply(status, f"<html><head><title>{title}</title></head><body>{title}</body></html>".encode())
 
 
 Responder = Callable[[Recorded], Reply]
@@ -98,16 +125,33 @@ class FakeServer:
                 reply = fake._reply_for(request)
                 if reply.delay:
                     time.sleep(reply.delay)
-                payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+                if reply.fault is not None:
+                    self._fail(reply.fault)
+                    return
+                raw = isinstance(reply.body, bytes)  # a page, such as a gateway's, not JSON
+                payload = (
+                    b"" if reply.body is None else reply.body if raw else json.dumps(reply.body).encode()
+                )
                 self.send_response(reply.status)
                 for key, value in reply.headers.items():
                     self.send_header(key, value)
                 if payload:
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", "text/html" if raw else "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 if payload:
                     self.wfile.write(payload)
+
+            def _fail(self, fault: str) -> None:
+                self.close_connection = True
+                if fault == "reset":
+                    # Linger 0: close() sends RST instead of FIN.
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                elif fault == "hang_up":
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                else:
+                    raise ValueError(f"unknown fault {fault!r}")
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 

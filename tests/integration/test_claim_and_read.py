@@ -81,9 +81,10 @@ def statements(engine: Engine) -> list[str]:
 
 def test_a_new_key_is_claimed_and_the_row_read_in_one_statement_on_postgresql(engine: Engine) -> None:
     ledger = Ledger(engine)
+    ledger.owner  # noqa: B018  (registered once per process, at its first claim)
     seen = statements(engine)
     got, row = claim(ledger, "email:1")
-    assert got == Claim(True, "pending") and got.inserted_at is not None
+    assert got == Claim(True, "pending") and got.inserted and got.token
     assert row is not None and (row["id"], row["name"], row["email"]) == (1, "Ada", "ada@example.edu")
     assert row["opted_out"] == [] and "claim_inserted_" not in row
     assert len(seen) == (1 if engine.dialect.name == "postgresql" else 2)
@@ -92,11 +93,12 @@ def test_a_new_key_is_claimed_and_the_row_read_in_one_statement_on_postgresql(en
 
 def test_a_key_in_the_ledger_is_answered_by_its_status_with_the_row_read(engine: Engine) -> None:
     ledger = Ledger(engine)
-    claim(ledger, "email:1")
+    first, _ = claim(ledger, "email:1")
     again, row = claim(ledger, "email:1")
-    assert again == Claim(False, "pending") and again.inserted_at is None
+    assert again == Claim(False, "pending") and not again.inserted and again.retry_after
     assert row is not None and row["id"] == 1
-    ledger.complete("email:1", provider_message_id="sg-1")
+    ledger.begin(first)
+    ledger.complete(first, provider_message_id="sg-1")
     assert claim(ledger, "email:1")[0] == Claim(False, "sent", "sg-1")
     assert rows(engine) == [("email:1", "sent", 1, None)]
 
@@ -110,18 +112,17 @@ def test_a_read_that_finds_nothing_still_claims(engine: Engine) -> None:
 def test_unclaiming_a_new_key_leaves_no_row_and_a_later_claim_acquires_it(engine: Engine) -> None:
     ledger = Ledger(engine)
     got, _ = claim(ledger, "email:1")
-    ledger.unclaim("email:1", got, error="RecipientError: no")
+    ledger.unclaim(got, error="RecipientError: no")
     assert rows(engine) == []
     assert claim(ledger, "email:1")[0].acquired
 
 
 def test_unclaiming_a_taken_over_key_releases_it_as_failed_with_the_new_reason(engine: Engine) -> None:
     ledger = Ledger(engine)
-    claim(ledger, "email:1")
-    ledger.release("email:1", error="ProviderUnavailableError: 503")
+    ledger.release(claim(ledger, "email:1")[0], error="ProviderUnavailableError: 503")
     retry, _ = claim(ledger, "email:1")
-    assert retry.acquired and retry.inserted_at is None  # a take-over, not an insert
-    ledger.unclaim("email:1", retry, error="TemplateError: missing")
+    assert retry.acquired and not retry.inserted  # a take-over, not an insert
+    ledger.unclaim(retry, error="TemplateError: missing")
     assert rows(engine) == [("email:1", "failed", 2, "TemplateError: missing")]
 
 
@@ -130,7 +131,7 @@ def test_unclaim_leaves_a_row_another_attempt_took_over_alone(engine: Engine) ->
     first, _ = claim(ledger, "email:1")
     second, _ = claim(ledger, "email:1")
     assert second.acquired
-    ledger.unclaim("email:1", first, error="late")  # the first attempt's row is no longer its own
+    ledger.unclaim(first, error="late")  # the first attempt's row is no longer its own
     assert [(key, status) for key, status, _, _ in rows(engine)] == [("email:1", "pending")]
 
 

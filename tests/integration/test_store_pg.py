@@ -97,15 +97,16 @@ def test_eight_threads_taking_over_an_expired_claim_take_it_once(engine: Engine)
     claims = all_at_once(8, lambda: ledger.claim("sms:5", channel="sms", actor_name="a", message_id="m2"))
     # Then one takes it over, as the second attempt
     assert sum(claim.acquired for claim in claims) == 1
-    delivery = ledger.get("sms:5")
+    delivery = ledger.get("sms:5", "sms")
     assert delivery is not None and (delivery.status, delivery.attempts) == ("pending", 2)
 
 
 def test_a_sent_delivery_stays_sent(engine: Engine) -> None:
     ledger = Ledger(engine)
     # Given a delivery claimed and completed
-    assert ledger.claim("push:1", channel="push", actor_name="a", message_id="m").acquired
-    ledger.complete("push:1", provider_message_id="projects/x/messages/1")
+    claim = ledger.claim("push:1", channel="push", actor_name="a", message_id="m")
+    ledger.begin(claim)
+    ledger.complete(claim, provider_message_id="projects/x/messages/1")
     # When it is claimed again
     # Then it is not acquired, and the earlier provider id comes back
     assert ledger.claim("push:1", channel="push", actor_name="a", message_id="m") == Claim(

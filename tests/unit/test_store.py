@@ -255,7 +255,7 @@ def test_the_first_claim_acquires_and_a_concurrent_one_is_told_it_is_pending(eng
     # Then the first may send, the second may not, and one pending row exists
     assert first == Claim(True, "pending")
     assert second == Claim(False, "pending")
-    delivery = ledger.get("welcome:1")
+    delivery = ledger.get("welcome:1", "email")
     assert delivery is not None
     assert (delivery.status, delivery.attempts, delivery.message_id) == ("pending", 1, "m1")
     assert delivery.claimed_at.tzinfo is UTC
@@ -264,35 +264,40 @@ def test_the_first_claim_acquires_and_a_concurrent_one_is_told_it_is_pending(eng
 def test_a_completed_delivery_is_never_claimed_again(engine: Engine) -> None:
     ledger = Ledger(engine)
     # Given a delivery that was sent
-    ledger.claim("welcome:1", channel="email", actor_name="a", message_id="m1")
-    ledger.complete("welcome:1", provider_message_id="sg-123")
+    sent = ledger.claim("welcome:1", channel="email", actor_name="a", message_id="m1")
+    ledger.begin(sent)
+    ledger.complete(sent, provider_message_id="sg-123")
     # When a redelivered message claims it again
     claim = ledger.claim("welcome:1", channel="email", actor_name="a", message_id="m1")
     # Then it is not acquired and learns the earlier provider message id
     assert claim == Claim(False, "sent", "sg-123")
-    delivery = ledger.get("welcome:1")
+    delivery = ledger.get("welcome:1", "email")
     assert delivery is not None and delivery.status == "sent" and delivery.completed_at is not None
 
 
 def test_a_released_delivery_can_be_claimed_by_a_retry(engine: Engine) -> None:
     ledger = Ledger(engine)
     # Given an attempt that failed without sending and released its claim
-    ledger.claim("sms:9", channel="sms", actor_name="a", message_id="m1")
-    ledger.release("sms:9", error="ProviderUnavailableError: 503")
-    assert (delivery := ledger.get("sms:9")) is not None and delivery.error == "ProviderUnavailableError: 503"
+    ledger.release(
+        ledger.claim("sms:9", channel="sms", actor_name="a", message_id="m1"),
+        error="ProviderUnavailableError: 503",
+    )
+    assert (
+        delivery := ledger.get("sms:9", "sms")
+    ) is not None and delivery.error == "ProviderUnavailableError: 503"
     # When the retry claims it
     claim = ledger.claim("sms:9", channel="sms", actor_name="a", message_id="m1")
     # Then it is acquired, as a second attempt, with the error cleared once sent
     assert claim.acquired
-    ledger.complete("sms:9", provider_message_id="SM1")
-    delivery = ledger.get("sms:9")
+    ledger.complete(claim, provider_message_id="SM1")
+    delivery = ledger.get("sms:9", "sms")
     assert delivery is not None
     assert (delivery.status, delivery.attempts, delivery.error) == ("sent", 2, None)
 
 
 def test_a_claim_older_than_its_lease_is_taken_over(engine: Engine) -> None:
     ledger = Ledger(engine, lease_seconds=60)
-    # Given a claim whose worker died 2 minutes ago, mid-send
+    # Given a claim made 2 minutes ago whose thread hangs before sending (its worker still beats)
     ledger.claim("push:3", channel="push", actor_name="a", message_id="m1")
     with engine.begin() as connection:
         connection.execute(update(Delivery).values(claimed_at=datetime.now(UTC) - timedelta(minutes=2)))
@@ -300,17 +305,17 @@ def test_a_claim_older_than_its_lease_is_taken_over(engine: Engine) -> None:
     claim = ledger.claim("push:3", channel="push", actor_name="a", message_id="m2")
     # Then it takes it over
     assert claim.acquired
-    delivery = ledger.get("push:3")
+    delivery = ledger.get("push:3", "push")
     assert delivery is not None and (delivery.attempts, delivery.message_id) == (2, "m2")
 
 
-def test_completing_needs_a_claim_and_a_finished_status(engine: Engine) -> None:
+def test_completing_needs_the_claim_and_a_finished_status(engine: Engine) -> None:
     ledger = Ledger(engine)
-    with pytest.raises(LookupError):
-        ledger.complete("never-claimed", provider_message_id=None)
-    ledger.claim("k", channel="email", actor_name="a", message_id="m")
-    with pytest.raises(ValueError, match="release"):
-        ledger.complete("k", provider_message_id=None, status="failed")
+    never = Claim(True, "pending", key="never-claimed", channel="email", token="0" * 32)
+    assert not ledger.complete(never, provider_message_id=None)
+    claim = ledger.claim("k", channel="email", actor_name="a", message_id="m")
+    with pytest.raises(ValueError, match="finished"):
+        ledger.complete(claim, provider_message_id=None, status="failed")
 
 
 def test_threads_claiming_one_key_on_sqlite_acquire_it_once(engine: Engine) -> None:

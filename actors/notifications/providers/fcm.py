@@ -16,8 +16,14 @@ Errors, per device token:
 - any other INVALID_ARGUMENT (a bad payload: too large, bad data keys...) → ``ProviderRejectedError``:
   permanent, but our fault, so the user's tokens are kept;
 - QUOTA_EXCEEDED (429) → ``RateLimitedError`` with the response's Retry-After (seconds or HTTP date);
-- UNAVAILABLE, INTERNAL, deadline exceeded, connection errors → ``ProviderUnavailableError`` (a
-  503's Retry-After honoured);
+- UNAVAILABLE, INTERNAL (an answer from FCM: 500, 503), a refused connection or a connect timeout
+  → ``ProviderUnavailableError`` (a 503's Retry-After honoured);
+- a failure after the request may have reached FCM (the connection reset or closed while waiting
+  for the answer, a read timeout, a gateway's 502 or 504) → ``OutcomeUnknownError``: the push may
+  have been delivered, so the ledger applies its unknown-outcome policy (``store.once``). The SDK
+  turns those into ``DeadlineExceededError``, ``UnavailableError`` or ``UnknownError``, like real
+  answers; the cut is made on the error's ``cause`` (the requests exception) and HTTP status.
+  The SDK's own retries (which would resend after a read error, and after 500 and 503) are off;
 - anything else (authentication, permission) → ``ProviderRejectedError``.
 
 Every call runs inside the ``fcm`` circuit breaker's guard.
@@ -36,7 +42,9 @@ import google.auth.credentials
 import requests.adapters
 from firebase_admin import credentials, exceptions, messaging
 
+from actors.notifications.providers.outcome import AMBIGUOUS_STATUSES, requests_request_left
 from actors.notifications.providers.retry_after import header, parse_retry_after
+from actors.notifications.providers.transport import MarkingAdapter
 from contracts.errors import (
     ConfigurationError,
     PermanentError,
@@ -45,6 +53,7 @@ from contracts.errors import (
     RateLimitedError,
 )
 from middleware.breaker_storage import guard
+from store.once import OutcomeUnknownError
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +121,10 @@ class FcmSender:
         )
         service = messaging._get_messaging_service(self.app)
         service._fcm_url = f"{base_url}/v1/projects/{project_id}/messages:send"
-        # No retries inside the SDK (see the module docstring); mounted on the base URL, whose
+        # No retries inside the SDK (see the module docstring), and connections that mark the
+        # ledger's claim "sending" once connected (``transport``); mounted on the base URL, whose
         # prefix is longer than the http:// and https:// adapters the SDK mounted.
-        service._client.session.mount(base_url, requests.adapters.HTTPAdapter(max_retries=0))
+        service._client.session.mount(base_url, MarkingAdapter(max_retries=0))
         self.base_url = base_url
 
     def close(self) -> None:
@@ -136,11 +146,24 @@ class FcmSender:
         except exceptions.FirebaseError as e:
             raise translate_error(e) from None
         except (requests.RequestException, OSError) as e:
-            raise ProviderUnavailableError(f"FCM unreachable: {e}") from None
+            raise _transport_error(e) from None
+
+
+def _transport_error(error: BaseException) -> Exception:
+    if requests_request_left(error):
+        return OutcomeUnknownError(f"no answer from FCM, the push may have been delivered: {error}")
+    return ProviderUnavailableError(f"FCM unreachable: {error}")
 
 
 def translate_error(error: exceptions.FirebaseError) -> Exception:
     detail = str(error)[:300] or type(error).__name__
+    if isinstance(error.cause, requests.RequestException | OSError) and error.http_response is None:
+        return _transport_error(error.cause)  # no answer came: what did the transport see?
+    status = error.http_response.status_code if error.http_response is not None else None
+    if status in AMBIGUOUS_STATUSES:
+        return OutcomeUnknownError(
+            f"FCM's gateway answered {status}, the push may have been delivered: {detail}"
+        )
     if isinstance(error, messaging.UnregisteredError | messaging.SenderIdMismatchError):
         return DeadTokenError(f"FCM refused the device token: {detail}")
     if isinstance(error, exceptions.InvalidArgumentError):

@@ -1,18 +1,19 @@
 """SendGrid adapter: the real ``sendgrid`` client, with a timeout, its errors translated.
 
-429 and 5xx, timeouts and connection errors become ``TransientError`` subclasses (429 and 503 carry
-the provider's Retry-After, in seconds or as an HTTP date); other 4xx become
-``ProviderRejectedError`` (permanent). A read timeout (the request went out, no answer came) is
-``OutcomeUnknownError``: SendGrid may have accepted the email, so the ledger keeps its claim
-(``store.once``) instead of letting the retry send a second copy at once.
+429, 500, 503, a refused connection and a connect timeout become ``TransientError`` subclasses (429
+and 503 carry the provider's Retry-After, in seconds or as an HTTP date); other 4xx become
+``ProviderRejectedError`` (permanent). A failure after the request may have reached SendGrid (the
+connection reset or closed while waiting for the answer, a read timeout, a gateway's 502 or 504)
+is ``OutcomeUnknownError``: SendGrid may have accepted the email, so the ledger applies its
+unknown-outcome policy (``store.once``) instead of letting the retry send a second copy.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
-import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,9 @@ from python_http_client.client import Response
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
+from actors.notifications.providers.outcome import AMBIGUOUS_STATUSES, urllib_request_left
 from actors.notifications.providers.retry_after import header, parse_retry_after
+from actors.notifications.providers.transport import build_opener
 from contracts.errors import ProviderRejectedError, ProviderUnavailableError, RateLimitedError
 from middleware.breaker_storage import guard
 from store.once import OutcomeUnknownError
@@ -76,7 +79,8 @@ class SendGridMailer:
         # 15 % of what a busy worker spent holding the GIL per email. ``_post`` hands the SDK's own
         # ``_make_request`` the same request (its URL, its headers, the JSON body) through one
         # opener built here, with the same default handlers: proxies are read once, at start.
-        self._opener = urllib.request.build_opener()
+        # Its connections mark the ledger's claim "sending" once connected (``transport``).
+        self._opener = build_opener()
         self._url = self._mail_send._build_url(None)
         self._headers = {**self._mail_send.request_headers, "Content-Type": "application/json"}
         self.from_email = from_email
@@ -163,12 +167,14 @@ class SendGridMailer:
             response = Response(self._mail_send._make_request(self._opener, request))
         except HTTPError as e:
             raise translate_http_error(e) from None
-        except TimeoutError as e:
-            # urllib raises a bare TimeoutError only while reading the response: the request was
-            # sent. A connect timeout arrives wrapped in URLError below (nothing was sent).
-            raise OutcomeUnknownError(f"SendGrid did not answer in time: {e}") from None
-        except (urllib.error.URLError, ConnectionError, OSError) as e:
-            raise ProviderUnavailableError(f"SendGrid unreachable: {e}") from None
+        except (OSError, http.client.HTTPException) as e:
+            # Connecting and sending fail as URLError (nothing was sent); reading the answer fails
+            # unwrapped (a timeout, a reset, RemoteDisconnected): the request went out.
+            if not urllib_request_left(e):
+                raise ProviderUnavailableError(f"SendGrid unreachable: {e}") from None
+            if isinstance(e, TimeoutError):
+                raise OutcomeUnknownError(f"SendGrid did not answer in time: {e}") from None
+            raise OutcomeUnknownError(f"the connection to SendGrid broke before its answer: {e!r}") from None
         headers = getattr(response, "headers", None) or {}
         message_id = headers.get("X-Message-Id") if hasattr(headers, "get") else None
         return str(message_id) if message_id else None
@@ -180,6 +186,10 @@ def translate_http_error(error: HTTPError) -> Exception:
     retry_after = parse_retry_after(header(getattr(error, "headers", None)))
     if status == 429:
         return RateLimitedError(f"SendGrid rate limit (429): {detail}", retry_after=retry_after)
+    if status in AMBIGUOUS_STATUSES:
+        return OutcomeUnknownError(
+            f"SendGrid's gateway answered {status}, the email may have gone out: {detail}"
+        )
     if status >= 500 or status in (0, 408):
         return ProviderUnavailableError(f"SendGrid error {status}: {detail}", retry_after=retry_after)
     return ProviderRejectedError(f"SendGrid refused the email ({status}): {detail}")

@@ -6,9 +6,12 @@ timeout to every request. Errors are caught as ``TwilioException`` (errors in RF
 ``TwilioRestException``) and translated:
 
 - 429 → ``RateLimitedError`` carrying the response's Retry-After (seconds or an HTTP date);
-- 5xx, 408, timeouts, connection errors → ``ProviderUnavailableError`` (retried; a 503's
-  Retry-After is honoured); a read timeout (the request went out, no answer came) is
-  ``OutcomeUnknownError``, so the ledger keeps its claim rather than letting a retry send twice;
+- 500, 503, 408, a connection refused or a connect timeout → ``ProviderUnavailableError`` (retried;
+  a 503's Retry-After is honoured);
+- a failure after the request may have reached Twilio (the connection reset or closed while
+  waiting for the answer, a read timeout, a gateway's 502 or 504) → ``OutcomeUnknownError``: the SMS
+  may have gone out, so the ledger applies its unknown-outcome policy instead of sending it again
+  (``store.once``; the cut is made by ``providers.outcome``);
 - an invalid or unreachable number (Twilio codes 21211, 21614, 21408, 21610, 21612...) →
   ``RecipientError``; any other 4xx → ``ProviderRejectedError`` (permanent).
 
@@ -18,6 +21,7 @@ Every call runs inside the ``twilio`` circuit breaker's guard.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +32,9 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from actors.notifications.providers.outcome import AMBIGUOUS_STATUSES, requests_request_left
 from actors.notifications.providers.retry_after import header, parse_retry_after
+from actors.notifications.providers.transport import MarkingAdapter
 from contracts.errors import (
     ProviderRejectedError,
     ProviderUnavailableError,
@@ -54,6 +60,9 @@ class _HostClient(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no ty
     def __init__(self, *, base_url: str, timeout: float) -> None:
         super().__init__(timeout=timeout)
         self.base_url = base_url.rstrip("/")
+        # Connections that mark the ledger's claim "sending" once connected (``transport``), with
+        # the SDK's own pool size; mounted on the base URL, longer than the SDK's https:// prefix.
+        self.session.mount(self.base_url, MarkingAdapter(pool_maxsize=min(32, (os.cpu_count() or 1) + 4)))
         self._local = threading.local()
 
     def request(
@@ -118,13 +127,18 @@ class TwilioSender:
             message = self.client.messages.create(**options)
         except TwilioException as e:
             raise translate_error(e, self.http.last_headers()) from None
-        except requests.ReadTimeout as e:
-            raise OutcomeUnknownError(f"Twilio did not answer in time: {e}") from None
-        except requests.Timeout as e:
-            raise ProviderUnavailableError(f"Twilio did not answer in time: {e}") from None
-        except (requests.ConnectionError, OSError) as e:
-            raise ProviderUnavailableError(f"Twilio unreachable: {e}") from None
+        except (requests.RequestException, OSError) as e:
+            raise transport_error(e) from None
         return str(message.sid)
+
+
+def transport_error(error: BaseException) -> Exception:
+    """The edujobs error for a call that got no answer: unknown outcome once the request left."""
+    if not requests_request_left(error):
+        return ProviderUnavailableError(f"Twilio unreachable: {error}")
+    if isinstance(error, requests.Timeout):
+        return OutcomeUnknownError(f"Twilio did not answer in time: {error}")
+    return OutcomeUnknownError(f"the connection to Twilio broke before its answer: {error}")
 
 
 def translate_error(error: TwilioException, headers: dict[str, str]) -> Exception:
@@ -141,6 +155,8 @@ def translate_error(error: TwilioException, headers: dict[str, str]) -> Exceptio
     retry_after = parse_retry_after(header(headers))
     if status == 429:
         return RateLimitedError(f"Twilio rate limit (429): {detail}", retry_after=retry_after)
+    if status in AMBIGUOUS_STATUSES:
+        return OutcomeUnknownError(f"Twilio's gateway answered {status}, the SMS may have gone out: {detail}")
     if status >= 500 or status in (0, 408):
         return ProviderUnavailableError(f"Twilio error {status}: {detail}", retry_after=retry_after)
     if code in RECIPIENT_ERROR_CODES:
