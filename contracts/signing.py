@@ -210,6 +210,7 @@ def _preview(value: object) -> str:
 
 # -- canonical JSON -----------------------------------------------------------------------------
 
+
 def canonical_json(value: Any) -> bytes:
     """``value`` as RFC 8785 canonical JSON. Raises ``SignatureError`` for what JSON cannot carry
     exactly (integers past 2^53, lone surrogates, NaN, nesting too deep)."""
