@@ -34,7 +34,9 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             args,
             cwd=ROOT,
-            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            # Dramatiq's threads wake every dramatiq_worker_timeout ms (1 s by default) to see if
+            # they should stop: a test worker stops in about 2 s instead of 4.
+            env={"dramatiq_worker_timeout": "100", **os.environ, **env, "PYTHONUNBUFFERED": "1"},
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -7,21 +7,43 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from tests.amqp import depth, dramatiq_message, publish, take
-from tests.e2e.conftest import recorded
-from tests.rabbitmq_policies import refusing
-from tests.worker import WorkerProcess, wait_until
+from tests.e2e.conftest import module_worker, recorded, reset_queues
+from tests.worker import WorkerProcess
 
 KEY = b"test-signing-key"
 
 
+@pytest.fixture(scope="module")
+def shared() -> Iterator[tuple[dict[str, str], WorkerProcess]]:
+    """One worker for the module's tests (each resets the queues and the record first)."""
+    with module_worker(EDUJOBS_MAX_PAYLOAD_BYTES="4096") as started:
+        yield started
+
+
 @pytest.fixture
-def worker(edujobs_env: dict[str, str], redis_key: str) -> Iterator[WorkerProcess]:
-    env = {**edujobs_env, "EDUJOBS_TEST_KEY": redis_key, "EDUJOBS_MAX_PAYLOAD_BYTES": "4096"}
-    process = WorkerProcess(env, threads=2, module="tests.e2e.actors_testing").wait_ready()
-    yield process
-    process.stop()
+def edujobs_env(shared: tuple[dict[str, str], WorkerProcess]) -> dict[str, str]:
+    return shared[0]
+
+
+@pytest.fixture
+def amqp_url(edujobs_env: dict[str, str]) -> str:
+    reset_queues(edujobs_env["EDUJOBS_RABBITMQ_URL"], "maintenance", "notifications")
+    return edujobs_env["EDUJOBS_RABBITMQ_URL"]
+
+
+@pytest.fixture
+def redis_key(edujobs_env: dict[str, str]) -> str:
+    redis.Redis().delete(edujobs_env["EDUJOBS_TEST_KEY"])
+    return edujobs_env["EDUJOBS_TEST_KEY"]
+
+
+@pytest.fixture
+def worker(shared: tuple[dict[str, str], WorkerProcess], amqp_url: str, redis_key: str) -> WorkerProcess:
+    assert shared[1].process.poll() is None, shared[1].output()[-3000:]
+    return shared[1]
 
 
 def send(url: str, actor: str, kwargs: dict[str, object], *, key: bytes | None = KEY) -> dict[str, object]:
@@ -179,30 +201,6 @@ def take_until(key: str, expected: list[str], timeout: float = 30.0) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"expected {expected}, got {recorded(key)}")
-
-
-def test_a_dead_letter_refused_by_rabbitmq_keeps_the_original_until_it_is_accepted(
-    worker: WorkerProcess, amqp_url: str, redis_key: str
-) -> None:
-    # Given maintenance.XQ refuses every publish for a while (a max-length 0, reject-publish policy)
-    with refusing(amqp_url, "maintenance.XQ"):
-        # When a message fails permanently meanwhile
-        sent = send(amqp_url, "testing.fail_permanently", {"user_id": 4})
-        take_until(redis_key, ["attempt"])
-        # And the worker has given up publishing the dead letter for now (Dramatiq retries later)
-        wait_until(lambda: "Failed to post_process_message" in worker.output(), what="a refused dead letter")
-        assert depth(amqp_url, "maintenance.XQ") == 0
-    # Then once the queue accepts again, the dead letter arrives: the original was kept, not acked
-    [dead] = take(amqp_url, "maintenance.XQ", 1, timeout=30)
-    assert dead.message()["message_id"] == sent["message_id"]
-    assert dead.headers["x-edujobs-reason"] == "permanent_error"
-    # And the worker's log of the refused attempts names the message, never its arguments
-    assert f"testing.fail_permanently({sent['message_id']})" in worker.output()
-    assert "user_id=4" not in worker.output() and "'user_id': 4" not in worker.output()
-    # And it ran once, and the original was acked: once the worker stops, nothing comes back
-    assert recorded(redis_key) == ["attempt"]
-    worker.stop()
-    assert depth(amqp_url, "maintenance") == 0
 
 
 def test_dead_letter_headers_survive_json_round_trip(worker: WorkerProcess, amqp_url: str) -> None:

@@ -41,22 +41,22 @@ def consumers(url: str, queue: str) -> int:
     return int(found or 0)
 
 
-def close_connections(url: str) -> int:
-    """Close every client connection of the test's vhost from RabbitMQ's side, as a RabbitMQ
-    restart, a missed heartbeat or a consumer_timeout would. The management API lists a new
-    connection within its stats interval: wait for the worker's to show."""
+def close_consumer_connections(url: str, queue: str) -> int:
+    """Close, from RabbitMQ's side, the connections whose channels consume ``queue``, as a RabbitMQ
+    restart, a missed heartbeat or a consumer_timeout would. The management API lists a consumer
+    within its stats interval: wait for it to show."""
+    names: set[str] = set()
+
+    def listed() -> bool:
+        details = management_get(f"/api/queues/{vhost_of(url)}/{queue}").get("consumer_details") or []
+        names.update(d["channel_details"]["connection_name"] for d in details if d.get("channel_details"))
+        return bool(names)
+
+    wait_until(listed, what=f"the consumers of {queue} listed by RabbitMQ")
+    closed = 0
     with httpx.Client(base_url=MANAGEMENT_URL, auth=AUTH, timeout=10) as http:
-        listed: list[dict[str, Any]] = []
-
-        def listing() -> bool:
-            listed[:] = http.get(f"/api/vhosts/{vhost_of(url)}/connections").json()
-            return bool(listed)
-
-        wait_until(listing, what="the worker's connections listed by RabbitMQ")
-        closed = 0
-        for connection in listed:
-            name = urllib.parse.quote(connection["name"], safe="")
-            if http.delete(f"/api/connections/{name}").status_code in (200, 204):
+        for name in names:
+            if http.delete(f"/api/connections/{urllib.parse.quote(name, safe='')}").status_code in (200, 204):
                 closed += 1
     return closed
 
@@ -116,7 +116,7 @@ def test_a_late_ack_from_a_closed_channel_does_not_ack_a_new_delivery(
         # When RabbitMQ closes the worker's connections while A runs (A goes back to the queue), and
         # a job B that fails for good arrives meanwhile with a higher priority: on the new channel
         # B is delivery tag 1, the tag A had on the old one
-        assert close_connections(amqp_url) >= 1
+        assert close_consumer_connections(amqp_url, "maintenance") >= 1
         second = message("testing.fail_permanently", user_id=4)
         publish(amqp_url, "maintenance", second, priority=9)
         # Then A's late ack, from the closed channel, acks nothing: B runs and is dead-lettered with

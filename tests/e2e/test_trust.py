@@ -8,19 +8,15 @@ with its reason.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import pika
 import pytest
 import redis
 
 from contracts.signing import Keyring, sender_document, sign_message
-from store.migrate import upgrade
 from tests.amqp import depth, dramatiq_message, publish, take
-from tests.e2e.conftest import recorded
-from tests.services import postgres_database, rabbitmq_vhost
+from tests.e2e.conftest import module_worker, recorded, reset_queues
 from tests.worker import WorkerProcess, wait_until
 
 KEY = b"test-signing-key"
@@ -28,51 +24,28 @@ SENDER_FIELDS = ("message_id", "actor_name", "queue_name", "args", "kwargs", "me
 
 
 @pytest.fixture(scope="module")
-def shared() -> Iterator[tuple[str, str, WorkerProcess]]:
-    """One worker for the module's tests (each resets the queues and the record first): starting a
-    worker per test cost most of their time."""
-    key = f"edujobs-test:{uuid.uuid4().hex}"
-    with rabbitmq_vhost() as url, postgres_database() as database:
-        upgrade(database)
-        env = {
-            "EDUJOBS_ENVIRONMENT": "test",
-            "EDUJOBS_RABBITMQ_URL": url,
-            "EDUJOBS_DATABASE_URL": database,
-            "EDUJOBS_SIGNING_KEY": KEY.decode(),
-            "EDUJOBS_METRICS_PORT": "0",
-            "EDUJOBS_TEST_KEY": key,
-        }
-        process = WorkerProcess(env, threads=2, module="tests.e2e.actors_testing").wait_ready()
-        try:
-            yield url, key, process
-        finally:
-            process.stop()
-            redis.Redis().delete(key)
+def shared() -> Iterator[tuple[dict[str, str], WorkerProcess]]:
+    """One worker for the module's tests (each resets the queues and the record first)."""
+    with module_worker() as started:
+        yield started
 
 
 @pytest.fixture
-def amqp_url(shared: tuple[str, str, WorkerProcess]) -> str:
-    url = shared[0]
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        channel = connection.channel()
-        for queue in ("maintenance", "maintenance.DQ", "maintenance.XQ", "maintenance.park"):
-            channel.queue_purge(queue)
-    finally:
-        connection.close()
-    return url
+def amqp_url(shared: tuple[dict[str, str], WorkerProcess]) -> str:
+    reset_queues(shared[0]["EDUJOBS_RABBITMQ_URL"], "maintenance")
+    return shared[0]["EDUJOBS_RABBITMQ_URL"]
 
 
 @pytest.fixture
-def redis_key(shared: tuple[str, str, WorkerProcess]) -> str:
-    redis.Redis().delete(shared[1])
+def redis_key(shared: tuple[dict[str, str], WorkerProcess]) -> str:
+    redis.Redis().delete(shared[0]["EDUJOBS_TEST_KEY"])
+    return shared[0]["EDUJOBS_TEST_KEY"]
+
+
+@pytest.fixture
+def worker(shared: tuple[dict[str, str], WorkerProcess], amqp_url: str, redis_key: str) -> WorkerProcess:
+    assert shared[1].process.poll() is None, shared[1].output()[-3000:]
     return shared[1]
-
-
-@pytest.fixture
-def worker(shared: tuple[str, str, WorkerProcess], amqp_url: str, redis_key: str) -> WorkerProcess:
-    assert shared[2].process.poll() is None, shared[2].output()[-3000:]
-    return shared[2]
 
 
 def record(value: str, *, key: bytes | None = KEY, options: dict[str, Any] | None = None) -> dict[str, Any]:
