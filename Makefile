@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 THREADS ?= 8
 PROCESSES ?= 2
 
-.PHONY: run worker scheduler test test-unit test-conformance test-faults lint format bench chaos check clean
+.PHONY: run worker scheduler schemas test test-node test-unit test-conformance test-faults lint format bench chaos check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ worker: $(STAMP)
 ## test: every test (unit, integration on the real services, end to end with worker subprocesses)
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+## schemas: write the exported JSON Schemas (one per actor, and the whole message) to docs/schemas,
+## which tests/unit/test_message_schema.py checks are current and the Node client reads
+schemas: $(STAMP)
+	$(BIN)/edujobs contracts export docs/schemas
+
+## test-node: the Node.js client's tests (clients/node, `node --test`; RabbitMQ tests on a vhost of their own)
+test-node:
+	cd clients/node && npm ci --no-audit --no-fund && npm test
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

@@ -13,6 +13,8 @@ def export_schemas(directory: Path) -> list[Path]:
     written = []
     for name, contract in all_contracts().items():
         schema = contract.model.model_json_schema()
+        # pydantic writes draft 2020-12 without saying so; validators need to know.
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"edujobs:{name}"
         schema["x-edujobs"] = {"actor_name": name, "queue": contract.queue, "priority": contract.priority}
         path = directory / f"{name}.schema.json"

@@ -131,14 +131,19 @@ def seed(
 def contracts_export(
     directory: Annotated[Path, typer.Argument(help="Where to write the schemas")], as_json: AsJson = False
 ) -> None:
-    """Write one JSON Schema per actor (``<actor name>.schema.json``)."""
+    """Write one JSON Schema per actor (``<actor name>.schema.json``) and the schema of the whole
+    message around them (``message.schema.json``, docs/wire-format.md)."""
     from contracts.export import export_schemas
+    from contracts.message_schema import export_message_schema
 
     written = export_schemas(directory)
+    written.append(export_message_schema(directory))
     if as_json:
         print(json.dumps({"directory": str(directory), "files": [str(p) for p in written]}))
     else:
-        console.print(f"wrote {len(written)} schemas to {directory}", highlight=False)
+        console.print(
+            f"wrote {len(written) - 1} actor schemas and message.schema.json to {directory}", highlight=False
+        )
 
 
 @jobs_app.command("show")

@@ -12,6 +12,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from brokers.client import message_id_for
 from contracts.signing import (
     MAX_SAFE_INTEGER,
     Keyring,
@@ -117,6 +118,30 @@ def test_the_published_vectors_check_out() -> None:
             assert canonical_json(state).decode() == vector["state_document"]
             assert fields["options"]["state_signature"] == vector["state_signature"]
         assert verify_message(vector["key"].encode(), fields) is None
+
+
+def test_the_published_vectors_cover_the_edge_cases() -> None:
+    # Numbers at the edges, key order outside the BMP, escapes, a key past HMAC's block size,
+    # every option: a producer that passes them all has nothing left to guess.
+    published = json.loads(VECTORS.read_text())
+    names = " ".join(v["name"] for v in published["vectors"])
+    for topic in ("numbers", "UTF-16", "escapes", "rotation", "every option"):
+        assert topic in names
+    assert len(published["vectors"][-2]["key"].encode()) > 64
+
+
+def test_what_the_vectors_say_must_be_refused_is_refused() -> None:
+    refused = json.loads(VECTORS.read_text())["refused"]
+    assert len(refused) >= 4
+    for item in refused:
+        with pytest.raises(SignatureError):
+            canonical_json(json.loads(item["json"]))
+
+
+def test_the_published_message_ids_are_the_clients() -> None:
+    # The id a client derives from an idempotency key, so that producers in any language agree
+    for item in json.loads(VECTORS.read_text())["message_ids"]:
+        assert message_id_for(item["actor_name"], item["idempotency_key"]) == item["message_id"]
 
 
 # -- what a signature covers ----------------------------------------------------------------------
