@@ -180,15 +180,19 @@ class Client {
     if (!this.connecting) {
       this.connecting = (async () => {
         const connection = await amqp.connect(this.url);
-        const state = { connection, channel: null, returned: new Set(), broken: null };
+        const state = { connection, channel: null, returned: new Set(), broken: null, blocked: null };
         const onClose = (error) => {
           state.broken = error ?? new Error("connection closed");
           if (this.connecting === promise) this.connecting = null;
         };
         connection.on("error", onClose);
         connection.on("close", onClose);
+        // A memory or disk alarm: publishes wait, and the confirm deadline says why.
         connection.on("blocked", (reason) => {
           state.blocked = reason;
+        });
+        connection.on("unblocked", () => {
+          state.blocked = null;
         });
         const channel = await connection.createConfirmChannel();
         channel.on("error", onClose);
@@ -228,7 +232,6 @@ class Client {
 
   async publishAll(state, built) {
     const channel = state.channel;
-    state.returned.clear();
     const inFlight = new Set();
     let nacked = 0;
     const confirmed = [];
@@ -266,6 +269,7 @@ class Client {
         );
       });
       const tracked = confirm.then(() => inFlight.delete(tracked));
+      tracked.catch(() => {}); // a batch given up on must not leave unhandled rejections behind
       inFlight.add(tracked);
       confirmed.push(tracked);
     }
@@ -274,13 +278,14 @@ class Client {
     await withTimeout(
       Promise.all(confirmed),
       this.confirmTimeoutMs,
-      `${inFlight.size} messages not confirmed by RabbitMQ within ${this.confirmTimeoutMs} ms`,
+      `${inFlight.size} messages not confirmed by RabbitMQ within ${this.confirmTimeoutMs} ms` +
+        (state.blocked ? ` (RabbitMQ blocked the connection: ${state.blocked})` : ""),
     ).catch((e) => {
       this.reset();
       throw e;
     });
     if (state.broken) throw state.broken; // lost on the way: published again by sendMany
-    const returned = built.filter((m) => state.returned.has(m.messageId)).length;
+    const returned = built.filter((m) => state.returned.delete(m.messageId)).length;
     if (returned) throw new PublishError(`RabbitMQ could not route ${returned} messages (is the queue declared?)`);
     if (nacked) throw new PublishError(`RabbitMQ refused ${nacked} messages (nack)`);
   }

@@ -20,8 +20,7 @@ describe("publishing to RabbitMQ", { skip: missing }, () => {
   before(async () => {
     // Given the queues a worker declares, on this test's vhost, and a client
     vhost = await createVhost();
-    connection = await amqp.connect(vhost.url);
-    channel = await connection.createChannel();
+    await open();
     for (const queue of ["notifications", "notifications.DQ"]) {
       await channel.assertQueue(queue, { durable: true, arguments: { "x-max-priority": 9 } });
     }
@@ -30,9 +29,15 @@ describe("publishing to RabbitMQ", { skip: missing }, () => {
 
   after(async () => {
     await client?.close();
-    await connection?.close();
+    await connection?.close().catch(() => {});
     await vhost?.remove();
   });
+
+  async function open() {
+    connection = await amqp.connect(vhost.url);
+    connection.on("error", () => {}); // closed on purpose by a test below
+    channel = await connection.createChannel();
+  }
 
   async function takeAll(queue) {
     const taken = [];
@@ -113,6 +118,15 @@ describe("publishing to RabbitMQ", { skip: missing }, () => {
     assert.deepEqual(new Set(taken.map((m) => m.properties.messageId)), new Set(ids));
   });
 
+  test("concurrent sends share one connection and are all confirmed", async () => {
+    const ids = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => client.send("notifications.send_email", { user_id: i + 1, template: "welcome" })),
+    );
+    const taken = await takeAll("notifications");
+    assert.deepEqual(new Set(taken.map((m) => m.properties.messageId)), new Set(ids));
+    assert.equal(taken.length, 20);
+  });
+
   test("a queue no worker declared is refused, saying how to declare it", async () => {
     await assert.rejects(
       client.send("media.process_image", { asset_id: 1, sizes: ["small"] }),
@@ -122,6 +136,44 @@ describe("publishing to RabbitMQ", { skip: missing }, () => {
     await client.send("notifications.send_email", { user_id: 1, template: "welcome" });
     await waitUntil(async () => (await channel.checkQueue("notifications")).messageCount === 1, "the message");
     await takeAll("notifications");
+  });
+
+  test("messages RabbitMQ refuses (nack) are a PublishError counting them", async () => {
+    // Given a queue that takes one message and refuses any more (x-overflow reject-publish nacks)
+    for (const queue of ["reports", "reports.DQ"]) {
+      await channel.assertQueue(queue, { arguments: { "x-max-length": 1, "x-overflow": "reject-publish" } });
+    }
+    const item = { actorName: "reports.generate_system_health_summary", payload: {} };
+    // When three are sent at once, Then the two refused ones are reported
+    await assert.rejects(
+      client.sendMany([item, item, item]),
+      (error) => error instanceof PublishError && /RabbitMQ refused 2 messages \(nack\)/.test(error.message),
+    );
+    assert.equal((await channel.checkQueue("reports")).messageCount, 1);
+  });
+
+  test("a message RabbitMQ cannot route (its queue deleted) is a PublishError, not lost silently", async () => {
+    // Given a queue the client has checked once, then deleted by an operator
+    await channel.deleteQueue("reports");
+    await channel.assertQueue("reports", {});
+    await client.send("reports.generate_system_health_summary", {});
+    await channel.deleteQueue("reports");
+    // When a message is sent to it, Then RabbitMQ returns it and the client says so
+    await assert.rejects(
+      client.send("reports.generate_system_health_summary", {}),
+      (error) => error instanceof PublishError && /could not route 1 messages/.test(error.message),
+    );
+  });
+
+  test("after its connection is closed by RabbitMQ, the client reconnects and publishes", async () => {
+    await client.send("notifications.send_email", { user_id: 1, template: "welcome" });
+    // When RabbitMQ closes the client's connection (a restart, an operator)
+    await waitUntil(async () => (await vhost.closeConnections()) >= 2, "the client's connection listed");
+    // Then the next send reconnects and is confirmed
+    await open();
+    const id = await client.send("notifications.send_email", { user_id: 2, template: "welcome" });
+    const ids = (await takeAll("notifications")).map((m) => m.properties.messageId);
+    assert.ok(ids.includes(id));
   });
 
   test("RabbitMQ unreachable is a PublishError saying so", async () => {

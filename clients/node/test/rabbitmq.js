@@ -34,13 +34,14 @@ export async function rabbitmqMissing() {
   return false;
 }
 
-async function management(method, path, body) {
+export async function management(method, path, body) {
   const response = await fetch(`${MANAGEMENT}${path}`, {
     method,
     headers: { authorization: AUTH, "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (!response.ok && response.status !== 404) throw new Error(`${method} ${path}: ${response.status}`);
+  return response.status === 204 || method !== "GET" ? null : response.json();
 }
 
 /** Create a vhost; resolve to {url, remove()}. */
@@ -52,6 +53,12 @@ export async function createVhost() {
   return {
     url: `amqp://guest:guest@${HOST}:5672/${quoted}`,
     remove: () => management("DELETE", `/api/vhosts/${quoted}`),
+    /** Close every client connection to the vhost, as RabbitMQ does when it restarts or an operator does. */
+    async closeConnections() {
+      const connections = (await management("GET", `/api/vhosts/${quoted}/connections`)) ?? [];
+      for (const { name } of connections) await management("DELETE", `/api/connections/${encodeURIComponent(name)}`);
+      return connections.length;
+    },
   };
 }
 
