@@ -60,7 +60,16 @@ function dueMs(nowMs, delay, eta) {
  * Validate, sign and encode one message: {messageId, queue, routingKey, body (Buffer), priority}.
  * Exported for tests and for producers with their own AMQP connection.
  */
-export function buildMessage(schemas, signingKey, { actorName, payload, priority, delay, eta, idempotencyKey }, maxPayloadBytes) {
+const ITEM_FIELDS = new Set(["actorName", "payload", "priority", "delay", "eta", "idempotencyKey"]);
+
+export function buildMessage(schemas, signingKey, item, maxPayloadBytes) {
+  const unknown = Object.keys(item).filter((name) => !ITEM_FIELDS.has(name));
+  if (unknown.length) {
+    throw new EdujobsError(
+      `unknown send option ${unknown.map((n) => JSON.stringify(n)).join(", ")}: expected priority, delay, eta, idempotencyKey`,
+    );
+  }
+  const { actorName, payload, priority, delay, eta, idempotencyKey } = item;
   const actor = schemas.actor(actorName);
   const kwargs = schemas.validate(actorName, payload);
   const name = priority ?? actor.priority;

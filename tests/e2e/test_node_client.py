@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from store.db import make_engine
 from store.migrate import upgrade
 from store.models import Delivery, JobRecord, User
-from tests.amqp import depth
+from tests.amqp import depth, take
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.services import postgres_database, rabbitmq_vhost
 from tests.worker import WorkerProcess, wait_until
@@ -82,8 +82,9 @@ def stack() -> Iterator[Stack]:
 
 
 def send_from_node(
-    stack: Stack, actor: str, payload: object, **options: object
+    stack: Stack, actor: str, payload: object, options: dict[str, object], key: str = "test-signing-key"
 ) -> subprocess.CompletedProcess[str]:
+    """Run test/send.mjs (the Node client's send) with the options, signing with ``key``."""
     env, _, _, node = stack
     return subprocess.run(
         [node, str(SEND), actor, json.dumps(payload), json.dumps(options)],
@@ -91,7 +92,7 @@ def send_from_node(
         env={
             **os.environ,
             "EDUJOBS_RABBITMQ_URL": env["EDUJOBS_RABBITMQ_URL"],
-            "EDUJOBS_SIGNING_KEY": "test-signing-key",
+            "EDUJOBS_SIGNING_KEY": key,
         },
         capture_output=True,
         text=True,
@@ -101,7 +102,7 @@ def send_from_node(
 
 def sent_id(stack: Stack, actor: str, payload: object, **options: object) -> str:
     """Send from Node; the message id it printed."""
-    sent = send_from_node(stack, actor, payload, **options)
+    sent = send_from_node(stack, actor, payload, options)
     assert sent.returncode == 0, sent.stderr
     return sent.stdout.strip()
 
@@ -164,8 +165,23 @@ def test_a_delayed_high_priority_email_from_node_runs(stack: Stack) -> None:
 
 def test_a_bad_payload_is_refused_in_node_and_nothing_is_sent(stack: Stack) -> None:
     env = stack[0]
-    refused = send_from_node(stack, "notifications.send_email", {"user_id": "ada"})
+    refused = send_from_node(stack, "notifications.send_email", {"user_id": "ada"}, {})
     assert refused.returncode == 1
     assert "ContractError: invalid payload for notifications.send_email" in refused.stderr
     assert "user_id: must be integer" in refused.stderr and "template: field required" in refused.stderr
     assert depth(env["EDUJOBS_RABBITMQ_URL"], "notifications") == 0
+
+
+def test_a_message_node_signed_with_another_key_is_dead_lettered_unrun(stack: Stack) -> None:
+    env, sendgrid, _, _ = stack
+    # When a Node service signs with a key the workers do not accept
+    sent = send_from_node(
+        stack, "notifications.send_email", {"user_id": 1, "template": "welcome"}, {}, key="not-it"
+    )
+    assert sent.returncode == 0, sent.stderr
+    message_id = sent.stdout.strip()
+    # Then the worker dead-letters it as bad_signature, and no email goes out
+    [letter] = take(env["EDUJOBS_RABBITMQ_URL"], "notifications.XQ", 1)
+    assert letter.message()["message_id"] == message_id
+    assert letter.headers["x-edujobs-reason"] == "bad_signature"
+    assert mails_for(sendgrid, message_id) == []

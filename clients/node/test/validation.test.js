@@ -143,6 +143,10 @@ test("what the message schema would refuse, the client does not build", () => {
     () => buildMessage(schemas, KEY, { actorName: "notifications.send_email", payload: { user_id: 1, template: "welcome" }, idempotencyKey: "" }),
     /idempotencyKey must be a string of 1 to 512/,
   );
+  assert.throws(
+    () => buildMessage(schemas, KEY, { actorName: "notifications.send_email", payload: { user_id: 1, template: "welcome" }, idempotency_key: "k" }),
+    /unknown send option "idempotency_key": expected priority, delay, eta, idempotencyKey/,
+  );
 });
 
 test("the priorities and the state options are the wire format's", () => {
