@@ -4,6 +4,7 @@ current, as closed as the worker, and matching what ``brokers.client`` publishes
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 KEY = b"test-signing-key"
 
 
+@functools.cache
 def validator(directory: Path = DOCS) -> Draft202012Validator:
     """The message schema, with the actors' schemas it refers to (by ``$id``), from ``directory``."""
     schemas = [json.loads(p.read_text()) for p in sorted(directory.glob("*.schema.json"))]
