@@ -101,7 +101,14 @@ export class Schemas {
       validate = this.ajv.getSchema(actor.schema.$id) ?? this.ajv.compile(actor.schema);
       this.validators.set(actorName, validate);
     }
-    const kwargs = structuredClone(payload);
+    let kwargs;
+    try {
+      kwargs = structuredClone(payload);
+    } catch (e) {
+      throw new ContractError(`invalid payload for ${actorName}: (payload): not plain JSON data (${e.message})`, [
+        { field: "(payload)", problem: "not plain JSON data" },
+      ]);
+    }
     if (validate(kwargs)) return kwargs;
     const seen = new Set();
     const problems = [];

@@ -65,6 +65,15 @@ test("a nested bad field is named by its path", () => {
   );
 });
 
+test("a payload that is not JSON data is refused as such", () => {
+  for (const payload of [null, [1], "text", { user_id: 1, template: "welcome", context: { f: () => 1 } }]) {
+    assert.throws(
+      () => buildMessage(schemas, KEY, { actorName: "notifications.send_email", payload }),
+      (error) => error instanceof ContractError && /^invalid payload for notifications\.send_email: \(payload\)/.test(error.message),
+    );
+  }
+});
+
 test("an unknown actor lists the known ones", () => {
   assert.throws(
     () => buildMessage(schemas, KEY, { actorName: "notifications.send_fax", payload: {} }),
