@@ -144,9 +144,9 @@ def message_schema() -> dict[str, Any]:
             "message_id": {
                 "type": "string",
                 "minLength": 1,
-                "maxLength": 200,
-                "description": "a UUID; the client derives it (UUID v5) from the actor and the "
-                "idempotency key when there is one",
+                "maxLength": 64,
+                "description": "a UUID (the job store keeps up to 64 characters); the clients derive "
+                "it (UUID v5) from the actor and the idempotency key when there is one",
             },
             "message_timestamp": _integer(0, description="ms since the epoch, when it was sent"),
         },
