@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from typing import Any
 
 import redis
 
@@ -39,7 +40,7 @@ def test_heartbeats_show_a_pool_and_a_killed_child_stops_the_pool_and_is_flagged
         pool = WorkerProcess(env, processes=2, threads=2, module="tests.e2e.actors_testing").wait_ready()
         try:
 
-            def beating() -> list[dict[str, object]]:
+            def beating() -> list[dict[str, Any]]:
                 views = list_workers(engine, stale_beats=3)
                 return [v.as_dict() for v in views if v.row.parent_pid == pool.process.pid]
 
@@ -48,7 +49,7 @@ def test_heartbeats_show_a_pool_and_a_killed_child_stops_the_pool_and_is_flagged
             workers = beating()
             assert {w["status"] for w in workers} == {"alive"}
             assert all(w["pool"] == "everything" and w["threads"] == 2 for w in workers)
-            assert all("maintenance" in w["queues"] and "media" in w["queues"] for w in workers)  # type: ignore[operator]
+            assert all("maintenance" in w["queues"] and "media" in w["queues"] for w in workers)
             # And the jobs they run are counted
             for n in range(4):
                 publish(
@@ -58,7 +59,7 @@ def test_heartbeats_show_a_pool_and_a_killed_child_stops_the_pool_and_is_flagged
                 )
             wait_until(lambda: redis.Redis().llen(key) == 4, timeout=30, what="four jobs run")
             wait_until(
-                lambda: sum(int(w["processed"]) for w in beating()) == 4,  # type: ignore[call-overload]
+                lambda: sum(int(w["processed"]) for w in beating()) == 4,
                 timeout=30,
                 what="the beats to count four processed jobs",
             )
@@ -67,8 +68,8 @@ def test_heartbeats_show_a_pool_and_a_killed_child_stops_the_pool_and_is_flagged
             assert {"maintenance", "media", "notifications"} <= sampled
 
             # When one worker process is killed with SIGKILL
-            victim, survivor = sorted(beating(), key=lambda w: int(w["pid"]))  # type: ignore[call-overload]
-            os.kill(int(victim["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+            victim, survivor = sorted(beating(), key=lambda w: int(w["pid"]))
+            os.kill(int(victim["pid"]), signal.SIGKILL)
             # Then the dramatiq master stops the other one and exits with 1 (it does not carry on,
             # and it does not replace the child: a supervisor must restart it)
             wait_until(
