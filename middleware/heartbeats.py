@@ -87,8 +87,8 @@ class Heartbeats(Middleware):
         if self._static:
             try:
                 self.recorder.stopped(self._static["id"])
-            except Exception:
-                logger.exception("Could not record that worker %s stopped.", self._static["id"])
+            except Exception:  # it will be listed stale instead of stopped: a warning is enough
+                logger.warning("Could not record that worker %s stopped.", self._static["id"], exc_info=True)
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         with self._lock:
@@ -121,18 +121,29 @@ class Heartbeats(Middleware):
         return {**self._static, **counts}
 
     def _run(self) -> None:
+        # A database or broker that is down fails every beat: say so once (a warning, not an error
+        # for Sentry every few seconds), and once more when it works again.
+        failing: set[str] = set()
+        sample = self.sample_queues
         while True:
-            try:
-                self.recorder.beat(self.snapshot())
-            except Exception:
-                logger.exception("Could not record the heartbeat of worker %s.", self._static.get("id"))
-            if self.sample_queues is not None and self._queues:
-                try:
-                    self.sample_queues(self._queues)
-                except Exception:
-                    logger.warning("Could not sample the depth of %s.", ",".join(self._queues), exc_info=True)
+            self._attempt("heartbeat", lambda: self.recorder.beat(self.snapshot()), failing)
+            if sample is not None and self._queues:
+                self._attempt("queue sample", lambda: sample(self._queues), failing)
             if self._stop.wait(self.interval):
                 return
+
+    def _attempt(self, what: str, action: Callable[[], None], failing: set[str]) -> None:
+        try:
+            action()
+        except Exception:
+            if what not in failing:
+                failing.add(what)
+                logger.warning("Could not record the %s of worker %s; trying again every %s s.",
+                               what, self._static.get("id"), self.interval, exc_info=True)  # fmt: skip
+            return
+        if what in failing:
+            failing.discard(what)
+            logger.info("Recorded the %s of worker %s again.", what, self._static.get("id"))
 
 
 def _hostname() -> str:
