@@ -16,7 +16,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from ops.api_jobs import job_view
 from ops.auth import Caller, authenticate, require
@@ -37,7 +38,7 @@ def list_jobs(
     since: Annotated[datetime | None, Query(description="ISO 8601 with a time zone")] = None,
     cursor: Annotated[str | None, Query(max_length=400)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-) -> dict[str, Any]:
+) -> Response:
     """Jobs newest first (by when they were first recorded); ``next_cursor`` fetches the next page
     (null on the last). A token without ``ops:read`` sees only the jobs it enqueued."""
     mine = None if caller.allows("ops:read") else f"token:{caller.name}"
@@ -46,7 +47,9 @@ def list_jobs(
         page = search_jobs(request.app.state.engine, where, cursor=cursor, limit=limit)
     except JobSearchError as e:
         raise HTTPException(422, str(e)) from None
-    return {"jobs": [job_view(job) for job in page.jobs], "next_cursor": page.next_cursor}
+    # orjson rather than FastAPI's jsonable_encoder, which took a few ms per page of 50 jobs.
+    body = orjson.dumps({"jobs": [job_view(job) for job in page.jobs], "next_cursor": page.next_cursor})
+    return Response(body, media_type="application/json")
 
 
 @router.get("/v1/workers", tags=["workers"])
