@@ -6,8 +6,8 @@ recorded: the cursor names the last row of a page and the next page starts stric
 no job is skipped or shown twice while others are added or change state (an OFFSET would shift
 under both, and cost a scan of every row it skips). Each filter that narrows a listing has an index
 led by it and followed by the sort key (``store.models.JobRecord``): PostgreSQL walks it backwards
-from the cursor and stops after ``limit`` rows, whatever the table's size. ``actor`` and ``state``
-narrow those walks (or walk ``created_at`` alone when nothing else is given).
+from the cursor and stops after ``limit`` rows, whatever the table's size (``user_id``, ``enqueued_by``,
+``state``; ``created_at`` alone when none is given). ``actor`` narrows those walks.
 """
 
 from __future__ import annotations

@@ -372,6 +372,7 @@ class JobRecord(Base):
         # (store.job_search), and trends read (finished_at, queue, state) from the index alone.
         Index("ix_job_records_user_created", "user_id", "created_at", "message_id"),
         Index("ix_job_records_enqueued_by_created", "enqueued_by", "created_at", "message_id"),
+        Index("ix_job_records_state_created", "state", "created_at", "message_id"),
         Index("ix_job_records_created", "created_at", "message_id"),
         Index("ix_job_records_finished", "finished_at", "queue", "state"),
     )
@@ -380,7 +381,7 @@ class JobRecord(Base):
     actor_name: Mapped[str] = mapped_column(String(128))
     queue: Mapped[str] = mapped_column(String(64))
     user_id: Mapped[int | None]
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[str] = mapped_column(String(16))
     progress: Mapped[int] = mapped_column(default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text())

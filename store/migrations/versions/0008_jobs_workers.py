@@ -3,10 +3,10 @@
 ``job_records`` gains ``created_at`` (when the job was first recorded; never changes, so it orders
 ``GET /v1/jobs`` pages and keyset cursors stay exact) and ``enqueued_by`` (the token or CLI user
 that enqueued it, which scopes a service token's listing). Existing rows get the earliest time they
-carry. The single-column index on ``user_id`` gives way to ``(user_id, created_at, message_id)``,
-which serves the same lookups and the ordered, paginated listing; three more indexes serve the
-listing by enqueuer, the unfiltered listing, and the trends (``finished_at, queue, state``, read
-from the index alone).
+carry. The single-column indexes on ``user_id`` and ``state`` give way to ``(user_id, created_at,
+message_id)`` and ``(state, created_at, message_id)``, which serve the same lookups and the ordered,
+paginated listing; three more indexes serve the listing by enqueuer, the unfiltered listing, and
+the trends (``finished_at, queue, state``, read from the index alone).
 
 ``worker_heartbeats`` holds one row per worker process (its last beat); ``queue_samples`` one row
 per queue and minute (ready and delayed messages), written by the workers' heartbeat threads.
@@ -41,7 +41,9 @@ def upgrade() -> None:
     with op.batch_alter_table("job_records") as batch:
         batch.alter_column("created_at", existing_type=sa.DateTime(timezone=True), nullable=False)
     op.drop_index("ix_job_records_user_id", table_name="job_records")
+    op.drop_index("ix_job_records_state", table_name="job_records")
     op.create_index("ix_job_records_user_created", "job_records", ["user_id", "created_at", "message_id"])
+    op.create_index("ix_job_records_state_created", "job_records", ["state", "created_at", "message_id"])
     op.create_index(
         "ix_job_records_enqueued_by_created", "job_records", ["enqueued_by", "created_at", "message_id"]
     )
@@ -90,8 +92,10 @@ def downgrade() -> None:
     op.drop_index("ix_job_records_finished", table_name="job_records")
     op.drop_index("ix_job_records_created", table_name="job_records")
     op.drop_index("ix_job_records_enqueued_by_created", table_name="job_records")
+    op.drop_index("ix_job_records_state_created", table_name="job_records")
     op.drop_index("ix_job_records_user_created", table_name="job_records")
     op.create_index("ix_job_records_user_id", "job_records", ["user_id"])
+    op.create_index("ix_job_records_state", "job_records", ["state"])
     with op.batch_alter_table("job_records") as batch:
         batch.drop_column("enqueued_by")
         batch.drop_column("created_at")
