@@ -129,6 +129,12 @@ class Settings(BaseSettings):
 
     worker_name: str = Field(default_factory=socket.gethostname)
 
+    # worker heartbeats (store.workers; `edujobs workers`, GET /v1/workers); 0 = no heartbeats
+    heartbeat_seconds: float = Field(default=5.0, ge=0, le=300)
+    heartbeat_stale_beats: int = Field(default=3, ge=1, le=1000)  # missed beats before "stale"
+    heartbeat_forget_hours: float = Field(default=24.0, gt=0)  # silent workers are then forgotten
+    worker_pool: str = Field(default="", max_length=128)  # pool name; unset: the worker's queues
+
     # dead letters older than dead_letter_ttl_days less this are archived to storage (daily)
     dead_letter_archive_margin_days: float = Field(default=2, ge=0, le=3650)
 

@@ -27,6 +27,7 @@ from middleware.age_limits import AgeLimit
 from middleware.breaker_storage import BreakerRegistry
 from middleware.cancellations import Cancellations
 from middleware.circuit_breakers import CircuitBreakers
+from middleware.heartbeats import Heartbeats
 from middleware.job_state import JobState
 from middleware.metrics import Metrics, record_breaker_state, record_breaker_transition
 from middleware.priorities import Priorities
@@ -73,6 +74,8 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     - Metrics (unless EDUJOBS_METRICS_PORT is 0) next, outermost of the per-message hooks: its
       before_process_message sees every message, even those the next ones reject, and its after hooks
       run last, once Retries has decided whether the message runs again or is dead-lettered;
+    - Heartbeats (unless EDUJOBS_HEARTBEAT_SECONDS is 0) next: its before_process_message sees
+      every message, so its in-flight count goes down again in after_skip_message;
     - QueuePauses (unless EDUJOBS_OPERATOR_POLL_SECONDS is 0): only worker hooks; it stops and
       restarts the consumers of the queues operators pause and resume;
     - Signatures, then Validation: a message that is unsigned, tampered with, carries an option
@@ -105,6 +108,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     return [
         WorkerTuning(queue_prefetch=settings.queue_prefetch),
         *metrics(settings),
+        *heartbeats(settings),
         *queue_pauses(settings),
         Signatures(keyring=keyring),
         Validation(validate=validate_arguments),
@@ -140,6 +144,26 @@ def _engine(url: str) -> Any:
     from store.db import make_engine
 
     return make_engine(url, sync_each_commit=False)
+
+
+def heartbeats(settings: Settings) -> list[Middleware]:
+    if settings.heartbeat_seconds == 0:
+        return []
+    from brokers.queue_depths import QueueDepthSampler
+    from store.workers import HeartbeatRecorder
+
+    recorder = HeartbeatRecorder(
+        _engine(settings.database_url), forget_seconds=settings.heartbeat_forget_hours * 3600
+    )
+    sampler = QueueDepthSampler(settings.rabbitmq_url)
+    return [
+        Heartbeats(
+            recorder=recorder,
+            interval=settings.heartbeat_seconds,
+            pool=settings.worker_pool,
+            sample_queues=lambda queues: recorder.sample(sampler.depths(queues)),
+        )
+    ]
 
 
 def queue_pauses(settings: Settings) -> list[Middleware]:

@@ -4,6 +4,7 @@
   pipelined confirms (``brokers.client``) → 202 with the message ids, each recorded as an ``enqueued``
   job, each request audited (``ops.enqueue``); scope ``enqueue:<queue>``.
 - ``GET /v1/jobs/{id}``: a job's state (``store.jobs``); scope ``ops:read``.
+- ``GET /v1/jobs`` (search), ``GET /v1/workers``, ``GET /v1/trends``: ``ops.api_overview``.
 - ``GET /v1/dlq``, ``GET /v1/dlq/{queue}``, ``GET /v1/dlq/{queue}/{id}``, ``POST /v1/dlq/{queue}/requeue``,
   ``POST /v1/dlq/{queue}/purge``: dead-letter review and actions (``ops.dlq``, the same code as the CLI;
   ``?archived=true`` reads the letters archived to storage); scopes ``ops:read`` / ``ops:write``;
@@ -57,6 +58,7 @@ from ops.api_models import (
     RequeueIn,
     ScheduleIn,
 )
+from ops.api_overview import router as overview_router
 from ops.auth import AuthFailures, Caller, authenticate, check_scope, require
 from ops.dlq import DeadLetterError, DeadLetters, NotFound, Selection
 from ops.enqueue import MessageIn, audit_enqueue, publish, record_enqueued
@@ -92,6 +94,7 @@ def create_app(
     rate_limit: float = 50.0,
     rate_burst: int = 100,
     ready_ttl: float = READY_TTL_SECONDS,
+    heartbeat_stale_beats: int = 3,
 ) -> FastAPI:
     """The API bound to one broker, database and producer client."""
     # No /docs or /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN, and nothing an
@@ -129,6 +132,8 @@ def create_app(
     app.state.client = client
     app.state.rabbitmq_url = rabbitmq_url
     app.state.dead_letters = DeadLetters(rabbitmq_url, engine=engine, queues=queues)
+    app.state.heartbeat_stale_beats = heartbeat_stale_beats
+    app.include_router(overview_router)
 
     @app.exception_handler(NotFound)
     def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
@@ -159,7 +164,7 @@ def create_app(
             raise HTTPException(503, f"RabbitMQ did not confirm: {e}") from None
         except (EdujobsError, ValueError) as e:
             raise HTTPException(422, str(e)) from None
-        record_enqueued(engine, items, sent)
+        record_enqueued(engine, items, sent, enqueued_by=f"token:{caller.name}")
         audit_enqueue(engine, caller, items, sent)
         return [Accepted(message_id=sent[index], actor=item.actor) for index, item in enumerate(items)]
 
@@ -429,4 +434,5 @@ def app_from_settings() -> FastAPI:
         rate_burst=settings.api_rate_burst,
         crontab=load_crontab(settings.scheduler_crontab),
         schedule_timezone=settings.schedule_timezone,
+        heartbeat_stale_beats=settings.heartbeat_stale_beats,
     )

@@ -20,6 +20,7 @@ from contracts.errors import ConfigurationError, EdujobsError
 from ops.cli_common import AsJson, Operator, database, err, fail, parse_payload
 from ops.cli_deliveries import deliveries_app
 from ops.cli_dlq import dlq_app
+from ops.cli_overview import jobs_list, workers
 from ops.cli_queues import queues_app
 from ops.cli_schedules import scheduler, schedules_app
 
@@ -28,6 +29,8 @@ db_app = typer.Typer(help="The database: migrations.", no_args_is_help=True)
 contracts_app = typer.Typer(help="Message contracts (JSON Schema).", no_args_is_help=True)
 jobs_app = typer.Typer(help="Jobs: state, progress, errors.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+jobs_app.command("list")(jobs_list)
+app.command("workers")(workers)
 app.add_typer(db_app, name="db")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(queues_app, name="queues")
@@ -69,12 +72,15 @@ def _record_enqueued(message_id: str, actor: str, payload: dict[str, Any]) -> No
     """Record the sent message as an ``enqueued`` job. The message is sent already: a database that
     cannot record it (not migrated, unreachable) is a warning, not a failure of ``send``."""
     from contracts.registry import get_contract
+    from ops.dlq import default_operator
     from store.db import get_engine
     from store.jobs import JobStore, user_id_of
 
     try:
         queue = get_contract(actor).queue
-        JobStore(get_engine()).record_enqueued(message_id, actor, queue, user_id=user_id_of(payload))
+        JobStore(get_engine()).record_enqueued(
+            message_id, actor, queue, user_id=user_id_of(payload), enqueued_by=f"cli:{default_operator()}"
+        )
     except Exception as e:
         err.print(
             f"[yellow]warning:[/] sent, but the job could not be recorded ({type(e).__name__}): "

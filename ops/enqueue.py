@@ -72,14 +72,17 @@ def publish(client: Client, items: Sequence[MessageIn], sent: dict[int, str]) ->
         sent.update(zip(indexes, ids, strict=True))
 
 
-def record_enqueued(engine: Engine, items: Sequence[MessageIn], sent: Mapping[int, str]) -> None:
-    """An ``enqueued`` job per published message, so ``jobs show ID`` finds it at once."""
+def record_enqueued(
+    engine: Engine, items: Sequence[MessageIn], sent: Mapping[int, str], *, enqueued_by: str | None = None
+) -> None:
+    """An ``enqueued`` job per published message, so ``jobs show ID`` finds it at once (and
+    ``GET /v1/jobs`` shows it to ``enqueued_by``)."""
     jobs = [
         (message_id, items[i].actor, get_contract(items[i].actor).queue, user_id_of(items[i].payload))
         for i, message_id in sorted(sent.items())
     ]
     try:
-        JobStore(engine).record_enqueued_many(jobs)
+        JobStore(engine).record_enqueued_many(jobs, enqueued_by=enqueued_by)
     except Exception:
         logger.exception("Could not record %d enqueued jobs; the messages were sent.", len(jobs))
 

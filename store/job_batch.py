@@ -42,9 +42,9 @@ class StateChange(Protocol):
 #: The columns a batch writes, and which of them are times (UNIX seconds until written).
 COLUMNS = (
     "message_id", "actor_name", "queue", "state", "progress", "attempts", "error", "result_summary",
-    "enqueued_at", "started_at", "finished_at", "updated_at",
+    "enqueued_at", "started_at", "finished_at", "updated_at", "created_at",
 )  # fmt: skip
-TIMES = ("enqueued_at", "started_at", "finished_at", "updated_at")
+TIMES = ("enqueued_at", "started_at", "finished_at", "updated_at", "created_at")
 
 
 def merge(changes: Sequence[StateChange]) -> list[dict[str, Any]]:
@@ -68,6 +68,7 @@ def merge(changes: Sequence[StateChange]) -> list[dict[str, Any]]:
                 "started_at": None,
                 "finished_at": None,
                 "updated_at": at,
+                "created_at": at,  # on insert only: the upsert's update leaves it
             },
         )
         row["state"] = change.state
@@ -107,7 +108,7 @@ def apply_changes(engine: Engine, changes: Sequence[StateChange]) -> int:
     return len(rows)
 
 
-#: Rows per statement: 16 parameters each, well under SQLite's 32,766 and PostgreSQL's 65,535.
+#: Rows per statement: 17 parameters each, well under SQLite's 32,766 and PostgreSQL's 65,535.
 ROWS_PER_STATEMENT = 250
 
 

@@ -36,18 +36,30 @@ class JobStore:
         self.engine = engine
 
     def record_enqueued(
-        self, message_id: str, actor_name: str, queue: str, user_id: int | None = None
+        self,
+        message_id: str,
+        actor_name: str,
+        queue: str,
+        user_id: int | None = None,
+        *,
+        enqueued_by: str | None = None,
     ) -> None:
-        """Record that a message was sent; keeps any later state a worker already recorded."""
+        """Record that a message was sent (by ``enqueued_by``: ``token:<name>``, ``cli:<user>``);
+        keeps any later state a worker already recorded."""
         values: dict[str, Any] = {"actor_name": actor_name, "queue": queue, "enqueued_at": utcnow()}
         if user_id is not None:
             values["user_id"] = user_id
+        if enqueued_by is not None:
+            values["enqueued_by"] = enqueued_by[:128]
         self._write(message_id, state="enqueued", values=values, update=values)
 
-    def record_enqueued_many(self, jobs: Iterable[tuple[str, str, str, int | None]]) -> int:
+    def record_enqueued_many(
+        self, jobs: Iterable[tuple[str, str, str, int | None]], *, enqueued_by: str | None = None
+    ) -> int:
         """``record_enqueued`` for many ``(message_id, actor_name, queue, user_id)`` at once, in
         one statement (an API batch of a thousand messages); return how many were recorded."""
         now = utcnow()
+        by = enqueued_by[:128] if enqueued_by is not None else None
         rows = [
             {
                 "message_id": message_id,
@@ -57,6 +69,8 @@ class JobStore:
                 "state": "enqueued",
                 "enqueued_at": now,
                 "updated_at": now,
+                "created_at": now,
+                "enqueued_by": by,
             }
             for message_id, actor_name, queue, user_id in jobs
         ]
@@ -71,6 +85,7 @@ class JobStore:
                 "actor_name": insert.excluded.actor_name,
                 "queue": insert.excluded.queue,
                 "user_id": func.coalesce(insert.excluded.user_id, _jobs.c.user_id),
+                "enqueued_by": func.coalesce(insert.excluded.enqueued_by, _jobs.c.enqueued_by),
                 "enqueued_at": insert.excluded.enqueued_at,
                 "updated_at": insert.excluded.updated_at,
             },
@@ -187,6 +202,7 @@ class JobStore:
             **values,
             **known,
             "updated_at": now,
+            "created_at": now,  # on insert only: ``changes`` never carries it
         }
         changes = {**update, **known, "updated_at": now}
         with self.engine.begin() as connection:
@@ -265,6 +281,9 @@ def job_fields(job: JobRecord) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "updated_at": job.updated_at,
+        "user_id": job.user_id,
+        "enqueued_by": job.enqueued_by,
+        "created_at": job.created_at,
     }
 
 

@@ -367,13 +367,21 @@ class JobRecord(Base):
     __table_args__ = (
         one_of("state", JOB_STATE_VALUES),
         CheckConstraint("progress BETWEEN 0 AND 100", name="progress"),
+        # ``GET /v1/jobs`` lists newest first by (created_at, message_id), which never change, so a
+        # keyset cursor stays exact while jobs move; each filter it serves has its own index
+        # (store.job_search), and trends read (finished_at, queue, state) from the index alone.
+        Index("ix_job_records_user_created", "user_id", "created_at", "message_id"),
+        Index("ix_job_records_enqueued_by_created", "enqueued_by", "created_at", "message_id"),
+        Index("ix_job_records_state_created", "state", "created_at", "message_id"),
+        Index("ix_job_records_created", "created_at", "message_id"),
+        Index("ix_job_records_finished", "finished_at", "queue", "state"),
     )
 
     message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     actor_name: Mapped[str] = mapped_column(String(128))
     queue: Mapped[str] = mapped_column(String(64))
-    user_id: Mapped[int | None] = mapped_column(index=True)
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    user_id: Mapped[int | None]
+    state: Mapped[str] = mapped_column(String(16))
     progress: Mapped[int] = mapped_column(default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text())
@@ -382,6 +390,10 @@ class JobRecord(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
+    #: When the job was first recorded (by its producer or, first, a worker); never changes.
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Who enqueued it: ``token:<name>`` through the HTTP API, ``cli:<user>`` through ``edujobs send``.
+    enqueued_by: Mapped[str | None] = mapped_column(String(128))
 
 
 class AuditLog(Base):

@@ -4,6 +4,8 @@
 
 const $ = (selector) => document.querySelector(selector);
 let token = sessionStorage.getItem("edujobs-token") || "";
+// Sections kept in their own files (trends.js, workers.js, jobs.js) add their loader here.
+const sectionLoaders = [];
 
 function say(text, isError = false) {
   const status = $("#status");
@@ -241,7 +243,7 @@ async function start() {
   $("#app").hidden = false;
   $("#logout").hidden = false;
   say("Loading…");
-  await Promise.all([loadQueues(), loadDeadLetters(), loadSchedules()]);
+  await Promise.all([loadQueues(), loadDeadLetters(), loadSchedules(), ...sectionLoaders.map((load) => load())]);
   say("Up to date at " + new Date().toLocaleTimeString() + ".");
 }
 
@@ -263,4 +265,5 @@ $("#job-form").addEventListener("submit", (event) => {
   event.preventDefault();
   guarded(() => showJob($("#job-id").value.trim()));
 });
-if (token) guarded(start);
+// Once every script of the page has run, so that each section has added its loader.
+document.addEventListener("DOMContentLoaded", () => { if (token) guarded(start); });
