@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 THREADS ?= 8
 PROCESSES ?= 2
 
-.PHONY: run worker scheduler test test-unit test-conformance test-faults lint format bench chaos check clean
+.PHONY: run worker scheduler test test-unit test-conformance test-faults test-deploy test-prometheus test-cluster lint format bench chaos check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ test-conformance: $(STAMP)
 ## every 3 minutes); not part of `make test`, run by CI after it
 test-faults: $(STAMP)
 	$(BIN)/pytest -q -m faults
+
+## test-deploy: deploy/ checked: hadolint, the Compose schema, each compose service's command run with its
+## environment on the local services, the kustomize overlays rendered and validated (not in make test)
+test-deploy: $(STAMP)
+	$(BIN)/pytest -q -m deploy tests/deploy
 
 ## lint: ruff (lint + format check) and mypy --strict
 lint: $(STAMP)

@@ -18,6 +18,8 @@ import pytest
 
 from brokers.settings import Settings
 
+pytestmark = pytest.mark.deploy
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 
