@@ -56,6 +56,11 @@ test-faults: $(STAMP)
 test-deploy: $(STAMP)
 	$(BIN)/pytest -q -m deploy tests/deploy
 
+## test-prometheus: the real Prometheus (Debian package) scrapes a worker pool and the scheduler with
+## deploy/prometheus/alerts.yml: 51 dead letters fire the DLQ alert; every Grafana panel's query returns a series
+test-prometheus: $(STAMP)
+	$(BIN)/pytest -q -m prometheus tests/prometheus
+
 ## lint: ruff (lint + format check) and mypy --strict
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import redis
 
 from brokers.settings import ENV_PREFIX, Settings
 from tests.deploy.compose import DEPLOY, edujobs_services, load, read_env_file
+from tests.processes import free_port, listening, terminate
 from tests.services import MANAGEMENT_URL, postgres_database, rabbitmq_vhost, require
 
 pytestmark = pytest.mark.deploy
@@ -99,13 +99,6 @@ def test_the_pools_and_services_the_deployment_promises() -> None:
 # -- smoke: each service's command with its environment, on the local services -------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def local_environment(
     service: dict[str, Any], amqp_url: str, database_url: str, work: Path
 ) -> dict[str, str]:
@@ -170,23 +163,9 @@ class ServiceProcess:
         raise AssertionError(f"{self.name}: {what} not within {timeout}s:\n{self.output()[-4000:]}")
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        code = terminate(self.process)
         self._out.close()
-        return self.process.returncode
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
+        return code
 
 
 def healthy(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

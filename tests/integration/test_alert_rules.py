@@ -7,29 +7,21 @@ skipped locally and fails in CI, like the services of ``tests.services``.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client import CollectorRegistry
 
 from brokers.queue_stats import QueueStatsCollector, QueueStatsReader
+from tests.processes import required_command
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        message = "promtool is not installed (Debian package prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(message + " (CI must have it: see .ci/run)")
-        pytest.skip(message)
-    return found
+    return required_command("promtool", "prometheus")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
