@@ -61,6 +61,11 @@ test-deploy: $(STAMP)
 test-prometheus: $(STAMP)
 	$(BIN)/pytest -q -m prometheus tests/prometheus
 
+## test-cluster: a 3-node RabbitMQ cluster on this machine (deploy/rabbitmq's files; the 5672 node untouched):
+## workers on quorum queues lose nothing and dead-letter nothing when a node stops mid-drain
+test-cluster: $(STAMP)
+	$(BIN)/pytest -q -m cluster tests/cluster
+
 ## lint: ruff (lint + format check) and mypy --strict
 lint: $(STAMP)
 	$(BIN)/ruff check .
