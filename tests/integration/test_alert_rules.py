@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from prometheus_client import CollectorRegistry
 
-from brokers.queue_stats import QueueStatsCollector, QueueStatsReader
+from brokers.queue_stats import QueuePausesCollector, QueueStatsCollector, QueueStatsReader
 from tests.processes import required_command
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
@@ -68,6 +68,7 @@ def test_every_metric_an_alert_names_is_exported() -> None:
     )
     registry = CollectorRegistry()
     registry.register(QueueStatsCollector(reader))
+    registry.register(QueuePausesCollector(lambda: ["media"]))
     exported = {metric.name for metric in registry.collect()} | exported_metric_names()
     # Then every metric the alerts use is among them
     assert named and named <= exported, named - exported

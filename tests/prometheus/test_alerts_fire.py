@@ -170,6 +170,9 @@ def test_51_dead_letters_fire_the_alert_and_every_dashboard_query_returns_a_seri
     alerts = wait_for(lambda: firing(api, "EdujobsDeadLetterQueueLarge"), "DLQ alert firing", 180, logs=logs)
     assert [a["labels"]["queue"] for a in alerts] == ["notifications"]
     assert float(alerts[0]["value"]) >= 51
+    # And the pool tells that notifications is running, not paused (EdujobsQueueWithoutConsumers uses it)
+    [paused] = query(api, 'max by (queue) (edujobs_queue_paused{queue="notifications"})')
+    assert paused["value"][1] == "0"
     # And every panel's query of the Grafana dashboard parses and returns a series
     panels = json.loads(DASHBOARD.read_text())["panels"]
     for panel in panels:
