@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 THREADS ?= 8
 PROCESSES ?= 2
 
-.PHONY: run worker scheduler schemas test test-node test-unit test-conformance test-faults lint format bench chaos check clean
+.PHONY: run worker scheduler schemas test test-node test-unit test-conformance test-faults test-deploy test-prometheus test-cluster lint format bench chaos check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,21 @@ test-conformance: $(STAMP)
 ## every 3 minutes); not part of `make test`, run by CI after it
 test-faults: $(STAMP)
 	$(BIN)/pytest -q -m faults
+
+## test-deploy: deploy/ checked: hadolint, the Compose schema, each compose service's command run with its
+## environment on the local services, the kustomize overlays rendered and validated (not in make test)
+test-deploy: $(STAMP)
+	$(BIN)/pytest -q -m deploy tests/deploy
+
+## test-prometheus: the real Prometheus (Debian package) scrapes a worker pool and the scheduler with
+## deploy/prometheus/alerts.yml: 51 dead letters fire the DLQ alert; every Grafana panel's query returns a series
+test-prometheus: $(STAMP)
+	$(BIN)/pytest -q -m prometheus tests/prometheus
+
+## test-cluster: a 3-node RabbitMQ cluster on this machine (deploy/rabbitmq's files; the 5672 node untouched):
+## workers on quorum queues lose nothing and dead-letter nothing when a node stops mid-drain
+test-cluster: $(STAMP)
+	$(BIN)/pytest -q -m cluster tests/cluster
 
 ## lint: ruff (lint + format check) and mypy --strict
 lint: $(STAMP)

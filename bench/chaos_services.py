@@ -55,18 +55,33 @@ class PrivateRabbitMQ:
     def management_url(self) -> str:
         return f"http://guest:guest@127.0.0.1:{self.management_port}"
 
-    def start(self) -> PrivateRabbitMQ:
-        (self.base / "mnesia").mkdir()
-        (self.base / "log").mkdir()
-        (self.base / "rabbitmq.conf").write_text(
+    def config(self) -> str:
+        """The node's rabbitmq.conf (its own ports: the system's pins 5672)."""
+        return (
             f"listeners.tcp.local = 127.0.0.1:{self.amqp_port}\n"
             f"management.tcp.port = {self.management_port}\n"
             "management.tcp.ip = 127.0.0.1\n"
         )
-        (self.base / "enabled_plugins").write_text("[rabbitmq_management].\n")
+
+    def plugins(self) -> str:
+        return "[rabbitmq_management].\n"
+
+    def start(self) -> PrivateRabbitMQ:
+        (self.base / "mnesia").mkdir()
+        (self.base / "log").mkdir()
+        (self.base / "rabbitmq.conf").write_text(self.config())
+        (self.base / "enabled_plugins").write_text(self.plugins())
         shutil.chown(self.base, "rabbitmq", "rabbitmq")
         for path in self.base.rglob("*"):
             shutil.chown(path, "rabbitmq", "rabbitmq")
+        self.launch()
+        logger.info(
+            "RabbitMQ node %s on %d (management %d).", self.node, self.amqp_port, self.management_port
+        )
+        return self
+
+    def launch(self) -> None:
+        """Start the node from its folder (again after ``stop(keep=True)``), and wait for it."""
         env = {
             **os.environ,
             "RABBITMQ_NODENAME": self.node,
@@ -81,10 +96,6 @@ class PrivateRabbitMQ:
         )
         self._await_startup()
         _wait_port(self.management_port, 60)
-        logger.info(
-            "RabbitMQ node %s on %d (management %d).", self.node, self.amqp_port, self.management_port
-        )
-        return self
 
     def bounce(self) -> None:
         """``rabbitmqctl stop_app`` then ``start_app``: every connection drops, the node comes back."""
@@ -118,10 +129,12 @@ class PrivateRabbitMQ:
             response.raise_for_status()
             return dict(response.json())
 
-    def stop(self) -> None:
+    def stop(self, *, keep: bool = False) -> None:
+        """Stop the node; remove its folder unless ``keep`` (to ``launch`` it again)."""
         with contextlib.suppress(Exception):
             self._ctl("stop")
-        shutil.rmtree(self.base, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(self.base, ignore_errors=True)
 
     def _await_startup(self, timeout: float = 120) -> None:
         # Until the node has registered with epmd, rabbitmqctl cannot even reach it to wait.
@@ -134,6 +147,10 @@ class PrivateRabbitMQ:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(1)
+
+    def ctl(self, *args: str) -> None:
+        """``rabbitmqctl -n NODE ARGS``."""
+        self._ctl(*args)
 
     def _ctl(self, *args: str) -> None:
         subprocess.run(["rabbitmqctl", "-n", self.node, *args], check=True, capture_output=True, timeout=180)

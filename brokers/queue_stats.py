@@ -248,6 +248,40 @@ class QueueStatsCollector:
         return [up, messages, age, consumers, dead_age, dead_ttl]
 
 
+class QueuePausesCollector:
+    """``edujobs_queue_paused``: 1 while an operator has paused a domain queue (``edujobs queues
+    pause``), else 0; read at each scrape with ``read`` (the names of the paused queues). Tells a queue
+    that has no consumer because it is paused from one whose workers are gone (the alerts)."""
+
+    def __init__(self, read: Callable[[], Iterable[str]], queues: Sequence[str] = DOMAIN_QUEUES) -> None:
+        self.read = read
+        self.queues = tuple(queues)
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            paused = set(self.read())
+        except Exception as e:  # the database is down: no figure rather than a wrong one
+            logger.warning("Cannot read the paused queues: %s", e)
+            return []
+        gauge = GaugeMetricFamily(
+            "edujobs_queue_paused",
+            "1 while an operator has paused the domain queue (edujobs queues pause), else 0.",
+            labels=["queue"],
+        )
+        for queue in self.queues:
+            gauge.add_metric([queue], 1 if queue in paused else 0)
+        return [gauge]
+
+
+def paused_queue_reader(database_url: str) -> Callable[[], Iterable[str]]:
+    """Reads the names of the paused queues from the database (``store.pauses``)."""
+    from store.db import make_engine
+    from store.pauses import paused_queues
+
+    engine = make_engine(database_url)
+    return lambda: paused_queues(engine).keys()
+
+
 def metrics_directory(metrics_dir: str | None) -> str:
     """Where worker pools keep their metrics files: the setting, else a directory of the system's temp dir."""
     return metrics_dir or os.path.join(tempfile.gettempdir(), "edujobs-metrics")
@@ -270,7 +304,10 @@ def run_metrics_server() -> int:
             host=settings.metrics_host,
             port=settings.metrics_port,
             directory=pool_directory(metrics_directory(settings.metrics_dir)),
-            collectors=[QueueStatsCollector(reader)],
+            collectors=[
+                QueueStatsCollector(reader),
+                QueuePausesCollector(paused_queue_reader(settings.database_url)),
+            ],
         )
     except OSError as e:
         logger.error(

@@ -2,8 +2,11 @@
 
 Differences from ``dramatiq.brokers.rabbitmq.RabbitmqBroker``:
 
-- every work queue and delay queue is declared with ``x-max-priority``; ``Q.XQ`` keeps dead letters
-  for the configured retention instead of the value Dramatiq reads from the environment at import;
+- every work queue and delay queue is declared with ``x-max-priority`` (classic queues, the default) or
+  as a quorum queue without it (``queue_type="quorum"``: replicated across a cluster; quorum queues
+  refuse ``x-max-priority`` before RabbitMQ 4.0 and have two fixed priority levels from 4.0: README,
+  "Quorum queues"); ``Q.XQ`` keeps dead letters for the configured retention instead of the value
+  Dramatiq reads from the environment at import;
 - a declaration that disagrees with an existing queue (406 PRECONDITION_FAILED) raises
   ``TopologyError`` saying what differs and how to migrate, instead of a consumer restart loop;
 - dead-lettering republishes the message to ``Q.XQ`` with its record (why, when, how often, where)
@@ -52,6 +55,10 @@ from middleware.fate import ORIGIN, mark_dead
 logger = logging.getLogger(__name__)
 
 
+#: EDUJOBS_QUEUE_TYPE's values: the type of the work and delay queues (``Q.XQ`` stays classic).
+QUEUE_TYPES = ("classic", "quorum")
+
+
 class TopologyError(ConfigurationError):
     """Raised when a queue already exists in RabbitMQ with other arguments than edujobs declares."""
 
@@ -72,7 +79,13 @@ class EdujobsBroker(RabbitmqBroker):
         confirm_delivery: bool = True,
         park_threshold_ms: int = PARK_THRESHOLD_MS,
         park_hop_ms: int = PARK_HOP_MS,
+        queue_type: str = "classic",
     ) -> None:
+        if queue_type not in QUEUE_TYPES:
+            raise ConfigurationError(
+                f"queue_type: expected one of {', '.join(QUEUE_TYPES)}, got {queue_type!r}"
+            )
+        self.queue_type = queue_type
         self._hook_cache: dict[str, tuple[Callable[..., None], ...]] = {}
         super().__init__(
             url=url,
@@ -97,7 +110,15 @@ class EdujobsBroker(RabbitmqBroker):
     # -- topology -------------------------------------------------------------------------------
 
     def queue_arguments(self, queue_name: str) -> dict[str, Any]:
-        return dict(self._build_queue_arguments(canonical(queue_name)))
+        """A work or delay queue's arguments: Dramatiq's (dead letters to ``Q.XQ``, ``x-max-priority``)
+        for classic queues; for quorum queues the same without ``x-max-priority``, which RabbitMQ
+        refuses on them before 4.0 (from 4.0 they have two priority levels without it: AMQP
+        priorities above 4 before the rest)."""
+        arguments = dict(self._build_queue_arguments(canonical(queue_name)))
+        if self.queue_type == "quorum":
+            arguments.pop("x-max-priority", None)
+            arguments["x-queue-type"] = "quorum"
+        return arguments
 
     def _declare(self, queue_name: str, arguments: dict[str, Any]) -> Any:
         try:

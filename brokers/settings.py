@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
     rabbitmq_management_url: str = "http://guest:guest@127.0.0.1:15672"
     queue_prefetch: int = Field(default=0, ge=0, le=65535)
+    #: classic: priority queues on one node; quorum: replicated across a RabbitMQ cluster (README)
+    queue_type: Literal["classic", "quorum"] = "classic"
     publish_confirm_window: int = Field(default=500, ge=1, le=65535)
     dead_letter_ttl_days: float = Field(default=14, gt=0, le=3650)
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)

@@ -236,6 +236,7 @@ def build_broker(settings: Settings) -> EdujobsBroker:
     return EdujobsBroker(
         url=settings.rabbitmq_url,
         max_priority=MAX_PRIORITY,
+        queue_type=settings.queue_type,
         dead_letter_ttl_ms=settings.dead_letter_ttl_ms,
         worker_name=settings.worker_name,
         keyring=settings.keyring(),

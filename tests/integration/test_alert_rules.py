@@ -7,29 +7,21 @@ skipped locally and fails in CI, like the services of ``tests.services``.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client import CollectorRegistry
 
-from brokers.queue_stats import QueueStatsCollector, QueueStatsReader
+from brokers.queue_stats import QueuePausesCollector, QueueStatsCollector, QueueStatsReader
+from tests.processes import required_command
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        message = "promtool is not installed (Debian package prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(message + " (CI must have it: see .ci/run)")
-        pytest.skip(message)
-    return found
+    return required_command("promtool", "prometheus")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -43,6 +35,22 @@ def test_the_rules_are_valid_and_pass_their_unit_tests() -> None:
     # Then both succeed
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def exported_metric_names() -> set[str]:
+    """Every metric name edujobs exports: the worker pools' (middleware.metrics), the scheduler's
+    (schedules.service) and the queue gauges (brokers.queue_stats, below)."""
+    from middleware.metrics import MetricSet
+    from schedules import service
+
+    registry = CollectorRegistry()
+    MetricSet(registry)
+    names = {sample.name for metric in registry.collect() for sample in metric.samples}
+    names |= {metric.name for metric in registry.collect()}
+    for collector in (service.FIRES, service.LAST_ENQUEUED):
+        for metric in collector.collect():
+            names |= {metric.name} | {metric.name + "_total"}
+    return names
 
 
 def test_every_metric_an_alert_names_is_exported() -> None:
@@ -60,6 +68,29 @@ def test_every_metric_an_alert_names_is_exported() -> None:
     )
     registry = CollectorRegistry()
     registry.register(QueueStatsCollector(reader))
-    exported = {metric.name for metric in registry.collect()}
+    registry.register(QueuePausesCollector(lambda: ["media"]))
+    exported = {metric.name for metric in registry.collect()} | exported_metric_names()
     # Then every metric the alerts use is among them
     assert named and named <= exported, named - exported
+
+
+def test_every_alert_has_a_summary_a_command_a_runbook_section_and_unit_tests() -> None:
+    import yaml
+
+    rules = [r for g in yaml.safe_load((RULES / "alerts.yml").read_text())["groups"] for r in g["rules"]]
+    tests = (RULES / "alerts_test.yml").read_text()
+    runbook = (RULES.parents[1] / "docs" / "deploy.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in runbook.splitlines()
+        if line.startswith("#")
+    }
+    for rule in rules:
+        name, annotations = rule["alert"], rule["annotations"]
+        assert annotations["summary"] and "edujobs " in annotations["description"], name
+        url = annotations["runbook_url"]
+        assert url.startswith("docs/deploy.md#") and url.split("#")[1] in anchors, (name, url)
+        # a test where it fires (exp_labels) and one where it does not (exp_alerts: [])
+        blocks = tests.split(f"alertname: {name}\n")[1:]
+        assert any(b.lstrip().startswith("exp_alerts:\n") for b in blocks), f"{name} never tested firing"
+        assert any(b.lstrip().startswith("exp_alerts: []") for b in blocks), f"{name} never tested silent"
