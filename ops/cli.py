@@ -110,14 +110,19 @@ def db_upgrade(revision: str = "heads", as_json: AsJson = False) -> None:
 def seed(
     students: Annotated[int, typer.Option(min=1, help="How many students to create")] = 1000,
     random_seed: Annotated[int, typer.Option("--seed", help="Seed of the deterministic data")] = 42,
+    graded_per_course: Annotated[
+        int, typer.Option(min=1, max=60, help="Past, graded assignments per course (3 courses a student)")
+    ] = 2,
     as_json: AsJson = False,
 ) -> None:
-    """Write deterministic demo data (courses, enrollments, grades, attendance)."""
+    """Write deterministic demo data (courses, enrollments, grades, attendance, lesson views, payments)."""
     from store.seed import seed as run_seed
 
     started = time.perf_counter()
     try:
-        summary = run_seed(database(), students=students, seed=random_seed)
+        summary = run_seed(
+            database(), students=students, seed=random_seed, graded_per_course=graded_per_course
+        )
     except EdujobsError as e:  # already seeded, or not migrated: say what to do
         raise fail(str(e), 1) from None
     seconds = time.perf_counter() - started

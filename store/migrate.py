@@ -42,6 +42,7 @@ MODEL_MODULES = (
     "store.pauses",
     "store.models_schedules",
     "store.models_ledger",
+    "store.models_analytics",
 )
 
 
