@@ -42,9 +42,10 @@ def _zero(value: Any) -> ColumnElement[Any]:
     return func.coalesce(value, 0)
 
 
-def _rate(part: Any, whole: Any) -> ColumnElement[float]:
+def _rate(part: Any, whole: Any) -> ColumnElement[Any]:
     """100 * part / whole, NULL when whole is 0."""
-    return 100.0 * part / func.nullif(whole, 0)
+    rate: ColumnElement[Any] = 100.0 * part / func.nullif(whole, 0)
+    return rate
 
 
 def _percent_of_max() -> ColumnElement[float]:
@@ -574,7 +575,7 @@ def engagement_metrics(parameters: dict[str, Any], when: Period, dialect: str) -
 # Money --------------------------------------------------------------------------------------------
 
 
-def _money(kind: str, value: Any) -> ColumnElement[float]:
+def _money(kind: str, value: Any) -> ColumnElement[Any]:
     return _zero(func.sum(case((Payment.kind == kind, value), else_=0))) / 100.0
 
 

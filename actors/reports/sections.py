@@ -37,9 +37,9 @@ class Section:
     name: str
     title: str
     columns: tuple[Column, ...]
-    query: Select[Any]
+    query: Select[*tuple[Any, ...]]
     chart: tuple[str, str] | None = None
-    estimate: Select[Any] | None = None
+    estimate: Select[*tuple[Any, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class ReportSpec:
     type: str
     title: str
     summary_columns: tuple[Column, ...]
-    summary: Select[Any]
+    summary: Select[*tuple[Any, ...]]
     sections: tuple[Section, ...]
 
 
