@@ -21,6 +21,7 @@ from ops.cli_common import AsJson, Operator, database, err, fail, parse_payload
 from ops.cli_deliveries import deliveries_app
 from ops.cli_dlq import dlq_app
 from ops.cli_queues import queues_app
+from ops.cli_reports import reports_app
 from ops.cli_schedules import scheduler, schedules_app
 
 app = typer.Typer(help="Operate edujobs: messages, database, contracts, broker.", no_args_is_help=True)
@@ -34,6 +35,7 @@ app.add_typer(queues_app, name="queues")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(schedules_app, name="schedules")
+app.add_typer(reports_app, name="reports")
 app.command("scheduler")(scheduler)
 tokens_app = typer.Typer(help="Bearer tokens of the HTTP API.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
@@ -256,7 +258,10 @@ def tokens_create(
     name: Annotated[str, typer.Argument(help="Who uses the token, e.g. lms-backend")],
     scopes: Annotated[
         list[str],
-        typer.Option("--scope", help="ops:read, ops:write, enqueue:<queue>, enqueue:* (repeatable)"),
+        typer.Option(
+            "--scope",
+            help="ops:read, ops:write, reports, reports:all, enqueue:<queue>, enqueue:* (repeatable)",
+        ),
     ],
     operator: Annotated[str | None, typer.Option("--as", help="Who creates it (audit log)")] = None,
     as_json: AsJson = False,

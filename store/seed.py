@@ -167,7 +167,7 @@ class _Seeder:
         self.courses: list[_Course] = []
         self.enrollments: list[tuple[int, _Course, datetime]] = []
         self.analytics_rng = random.Random(0)
-        self.due_days = ASSIGNMENT_DUE_DAYS
+        self.due_days: tuple[int, ...] = ASSIGNMENT_DUE_DAYS
         self.lesson_ids: dict[int, list[int]] = {}
 
     def run(self) -> SeedSummary:
