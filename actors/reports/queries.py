@@ -382,11 +382,13 @@ def student_progress(parameters: dict[str, Any], when: Period, dialect: str) -> 
         .order_by(Enrollment.user_id, Enrollment.course_id)
     )
     grouping = parameters["group_by"]
-    graded = (
+    # Aggregated per due time and per day first: the period's text is then computed for a few
+    # dozen groups, not for every grade and attendance row.
+    by_due = (
         select(
-            period(Assignment.due_at, grouping, dialect).label("p"),
-            _percent_of_max().label("grade"),
-            null().label("attended"),
+            Assignment.due_at.label("at"),
+            func.count().label("grades"),
+            func.sum(_percent_of_max()).label("grade_sum"),
         )
         .join(Grade, Grade.assignment_id == Assignment.id)
         .where(
@@ -394,24 +396,46 @@ def student_progress(parameters: dict[str, Any], when: Period, dialect: str) -> 
             Assignment.due_at < when.end,
             *only(Grade.user_id, Assignment.course_id),
         )
+        .group_by(Assignment.due_at)
+        .subquery()
     )
-    present = select(
-        period(Attendance.day, grouping, dialect, is_date=True).label("p"),
-        null().label("grade"),
-        case((attended, 100.0), else_=0.0).label("attended"),
-    ).where(
-        Attendance.day >= when.start_date,
-        Attendance.day <= when.end_date,
-        *only(Attendance.user_id, Attendance.course_id),
+    by_day = (
+        select(
+            Attendance.day,
+            func.count().label("days"),
+            func.sum(case((attended, 1), else_=0)).label("attended"),
+        )
+        .where(
+            Attendance.day >= when.start_date,
+            Attendance.day <= when.end_date,
+            *only(Attendance.user_id, Attendance.course_id),
+        )
+        .group_by(Attendance.day)
+        .subquery()
     )
-    both = union_all(graded, present).subquery()
+    both = union_all(
+        select(
+            period(by_due.c.at, grouping, dialect).label("p"),
+            by_due.c.grades,
+            by_due.c.grade_sum,
+            literal(0).label("days"),
+            literal(0).label("attended"),
+        ),
+        select(
+            period(by_day.c.day, grouping, dialect, is_date=True).label("p"),
+            literal(0).label("grades"),
+            literal(0.0).label("grade_sum"),
+            by_day.c.days,
+            by_day.c.attended,
+        ),
+    ).subquery()
     trend = (
         select(
             both.c.p.label("period"),
-            func.count(both.c.grade).label("grades"),
-            func.avg(both.c.grade).label("average_grade"),
-            func.count(both.c.attended).label("attendance_days"),
-            func.avg(both.c.attended).label("attendance_rate"),
+            func.sum(both.c.grades).label("grades"),
+            (func.sum(both.c.grade_sum) / func.nullif(func.sum(both.c.grades), 0)).label("average_grade"),
+            func.sum(both.c.days).label("attendance_days"),
+            _rate(func.sum(both.c.attended), func.sum(both.c.days)).label("attendance_rate"),
         )
         .group_by(both.c.p)
         .order_by(both.c.p)

@@ -53,6 +53,7 @@ class ReportContext:
     notify: Callable[[int, str, dict[str, Any], str], None]
     progress: Callable[[float], None]
     message_id: str | None = None
+    timings: dict[str, float] | None = None
 
 
 def download_link(link_base: str, report_id: int) -> str:
@@ -122,7 +123,13 @@ def _make(context: ReportContext, report: Report, parameters: dict[str, Any]) ->
     with tempfile.TemporaryDirectory(prefix="edujobs-report-") as temp:
         path = Path(temp) / name
         rows = render_report(
-            context.engine, report.kind, parameters, report.format, path, progress=context.progress
+            context.engine,
+            report.kind,
+            parameters,
+            report.format,
+            path,
+            progress=context.progress,
+            timings=context.timings,
         )
         context.progress(97)
         key = f"reports/{report.kind}/{datetime.now(UTC):%Y-%m-%d}/{name}"

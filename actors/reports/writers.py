@@ -163,6 +163,12 @@ class XlsxWriter:
             sheet.column_dimensions[get_column_letter(index)].width = max(10, min(30, len(column.label) + 4))
         sheet.append([self._header(sheet, column.label) for column in self.current.columns])
         self.sheet, self.sheet_rows = sheet, 0
+        # One styled cell per number column, reused row after row: the write-only sheet writes a
+        # row out as it is appended, and styling a new cell costs more than writing it.
+        self.templates = [
+            None if column.kind in ("int", "text") else self._number(sheet, 0, column.kind)
+            for column in self.current.columns
+        ]
 
     def row(self, values: Sequence[Any]) -> None:
         assert self.sheet is not None and self.current is not None
