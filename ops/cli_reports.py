@@ -101,10 +101,17 @@ def list_reports(limit: Annotated[int, typer.Option(min=1, max=500)] = 20, as_js
         return
     table = Table("id", "type", "format", "status", "progress", "rows", "created")
     for view in views:
+        rows = "" if view["rows"] is None else f"{view['rows']:,}"
+        created = str(view["created_at"])[:19].replace("T", " ")
         table.add_row(
-            str(view["id"]), view["type"], view["format"], view["status"], f"{view['progress']}%",
-            "" if view["rows"] is None else f"{view['rows']:,}", str(view["created_at"])[:19],
-        )  # fmt: skip
+            str(view["id"]),
+            view["type"],
+            view["format"],
+            view["status"],
+            f"{view['progress']}%",
+            rows,
+            created,
+        )
     console.print(table)
 
 
