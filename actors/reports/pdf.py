@@ -81,7 +81,11 @@ class PdfWriter:
         header = [Paragraph(f"<b>{column.label}</b>", self.small) for column in section.columns]
         body = [[_shown(v, c.kind) for v, c in zip(row, section.columns, strict=True)] for row in self.rows]
         if body:
-            self.story.append(self._table([header, *body], repeat=True))
+            table = self._table([header, *body], repeat=True)
+            for index, column in enumerate(section.columns):
+                if column.kind == "text":
+                    table.setStyle(TableStyle([("ALIGN", (index, 1), (index, -1), "LEFT")]))
+            self.story.append(table)
         else:
             self.story.append(Paragraph("No rows for these parameters.", self.styles["Normal"]))
         if rows > len(self.rows):
