@@ -18,6 +18,7 @@ import pytest
 from openpyxl import load_workbook
 from sqlalchemy import BindParameter, Date, Engine, bindparam, text
 
+from actors.maintenance import service as maintenance
 from actors.reports.queries import build_report
 from actors.reports.service import ReportContext, generate
 from contracts.errors import ContractError, ProcessingCancelledError
@@ -417,3 +418,22 @@ def test_bad_parameters_are_refused_naming_the_field(
 ) -> None:
     with pytest.raises(ContractError, match=field.replace(".", r"\.")):
         resolve_parameters(report_type, parameters)
+
+
+def test_the_daily_cleanup_removes_an_expired_report_and_its_file(seeded: Engine, tmp_path: Path) -> None:
+    # Given a ready report kept one day
+    storage, told = LocalStorage(tmp_path), Told()
+    made = generate(
+        context(seeded, storage, told, keep_days=1), report_type="financial-summary", parameters={},
+        fmt="json", requested_by=None, fresh=True,
+    )  # fmt: skip
+    report = reports.get(seeded, made["report_id"])
+    assert report is not None and report.storage_key and storage.exists(report.storage_key)
+    # When the cleanup runs two days later
+    counts = maintenance.run_cleanup(
+        seeded, storage, now=datetime.now(UTC) + timedelta(days=2), media_temp_dir=str(tmp_path)
+    )
+    # Then the file is gone and the report says expired (not served from the cache, not downloadable)
+    expired = reports.get(seeded, report.id)
+    assert counts["expired_reports"] >= 1 and expired is not None and expired.status == "expired"
+    assert not storage.exists(report.storage_key) and expired.storage_key is None
