@@ -81,6 +81,14 @@ def api_url(edujobs_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     engine.dispose()
 
 
+def log_in(browser: WebDriver, api_url: str, token: str) -> WebDriverWait[WebDriver]:
+    """Open the page and give it ``token``; a wait for what follows."""
+    browser.get(api_url + "/")
+    browser.find_element(By.ID, "token").send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+    return WebDriverWait(browser, 20)
+
+
 def test_a_requeue_clicked_in_the_page_reaches_the_worker(
     edujobs_env: dict[str, str], api_url: str, browser: WebDriver
 ) -> None:
@@ -95,10 +103,7 @@ def test_a_requeue_clicked_in_the_page_reaches_the_worker(
         letter = dead_letter(url, "testing.record", {"value": "requeued-from-the-page"}, error="disk full")
         token = tokens.create(engine, name="oncall", scopes=["ops:write"], created_by="test")
         # When the operator opens the page, gives the token, and sees the dead letters grouped by cause
-        browser.get(api_url + "/")
-        browser.find_element(By.ID, "token").send_keys(token)
-        browser.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
-        wait = WebDriverWait(browser, 20)
+        wait = log_in(browser, api_url, token)
         row = wait.until(
             expected_conditions.presence_of_element_located(
                 (By.CSS_SELECTOR, "#dlq tr[data-queue=maintenance]")
@@ -148,10 +153,7 @@ def test_reports_are_requested_followed_and_downloaded_in_the_page(
     key = f"reports/financial-summary/financial-summary-{ready.id}.csv"
     stored = LocalStorage(tmp_path / "storage").put_bytes(key, b"# Financial summary\n")
     reports.set_fields(engine, ready.id, status="ready", storage_key=key, size_bytes=stored.size, row_count=2)
-    browser.get(api_url + "/")
-    browser.find_element(By.ID, "token").send_keys(token)
-    browser.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
-    wait = WebDriverWait(browser, 20)
+    wait = log_in(browser, api_url, token)
     row = wait.until(
         expected_conditions.presence_of_element_located(
             (By.CSS_SELECTOR, f"#reports tr[data-id='{ready.id}']")
