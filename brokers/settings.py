@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         default=100, ge=1
     )  # requests a caller may make at once before the rate applies
 
+    # analytics reports (actors.reports.service): identical requests within this many seconds reuse
+    # the stored report (0 = never); files are kept this many days, then the daily cleanup removes
+    # them; download links point at the HTTP API under api_public_url (unset: http://api_host:api_port)
+    report_cache_seconds: float = Field(default=1800.0, ge=0)
+    report_keep_days: float = Field(default=7.0, gt=0, le=3650)
+    api_public_url: str | None = None
+
     worker_name: str = Field(default_factory=socket.gethostname)
 
     # worker heartbeats (store.workers; `edujobs workers`, GET /v1/workers); 0 = no heartbeats

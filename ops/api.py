@@ -15,6 +15,9 @@
 - ``GET /v1/schedules``, ``POST /v1/schedules``, ``DELETE /v1/schedules/{name}``: the schedules with
   their next and last runs, run-time schedules created and removed (``schedules.scheduler``);
   ``ops:read`` / ``ops:write`` (and ``enqueue:<queue>`` of the actor to create one).
+- ``POST /v1/reports``, ``GET /v1/reports``, ``GET /v1/reports/{id}`` (status, progress, download link),
+  ``GET /v1/reports/{id}/file`` (streamed), ``POST /v1/reports/{id}/cancel``: the analytics reports
+  (``ops.api_reports``); scope ``reports`` (a token's own reports) or ``reports:all``.
 - ``/ui/``: the operators' web page (``ops/web``: plain HTML, CSS and JavaScript over this API).
 - ``/healthz`` (the process answers), ``/readyz`` (RabbitMQ and the database answer; checked at most
   every 5 s, ``ops.api_health``) and ``/metrics`` (Prometheus: the API's requests and the queue
@@ -59,6 +62,7 @@ from ops.api_models import (
     ScheduleIn,
 )
 from ops.api_overview import router as overview_router
+from ops.api_reports import add_report_routes
 from ops.auth import AuthFailures, Caller, authenticate, check_scope, require
 from ops.dlq import DeadLetterError, DeadLetters, NotFound, Selection
 from ops.enqueue import MessageIn, audit_enqueue, publish, record_enqueued
@@ -67,6 +71,7 @@ from schedules.crontab import CRONTAB, Schedule
 from schedules.scheduler import ScheduleError, add_schedule, list_schedules, next_fire_times, remove_schedule
 from store import audit, tokens
 from store.jobs import cancel
+from store.storage import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +100,8 @@ def create_app(
     rate_burst: int = 100,
     ready_ttl: float = READY_TTL_SECONDS,
     heartbeat_stale_beats: int = 3,
+    storage: Storage | None = None,
+    report_cache_seconds: float = 1800.0,
 ) -> FastAPI:
     """The API bound to one broker, database and producer client."""
     # No /docs or /redoc: FastAPI's pages load Swagger UI and ReDoc from a CDN, and nothing an
@@ -409,6 +416,7 @@ def create_app(
             response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
+    add_report_routes(app, engine=engine, client=client, storage=storage, cache_seconds=report_cache_seconds)
     app.mount("/ui", StaticFiles(directory=WEB_DIR, html=True), name="ui")
     return app
 
@@ -435,4 +443,5 @@ def app_from_settings() -> FastAPI:
         crontab=load_crontab(settings.scheduler_crontab),
         schedule_timezone=settings.schedule_timezone,
         heartbeat_stale_beats=settings.heartbeat_stale_beats,
+        report_cache_seconds=settings.report_cache_seconds,
     )

@@ -22,6 +22,7 @@ from ops.cli_deliveries import deliveries_app
 from ops.cli_dlq import dlq_app
 from ops.cli_overview import jobs_list, workers
 from ops.cli_queues import queues_app
+from ops.cli_reports import reports_app
 from ops.cli_schedules import scheduler, schedules_app
 
 app = typer.Typer(help="Operate edujobs: messages, database, contracts, broker.", no_args_is_help=True)
@@ -37,6 +38,7 @@ app.add_typer(queues_app, name="queues")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(schedules_app, name="schedules")
+app.add_typer(reports_app, name="reports")
 app.command("scheduler")(scheduler)
 tokens_app = typer.Typer(help="Bearer tokens of the HTTP API.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
@@ -116,14 +118,19 @@ def db_upgrade(revision: str = "heads", as_json: AsJson = False) -> None:
 def seed(
     students: Annotated[int, typer.Option(min=1, help="How many students to create")] = 1000,
     random_seed: Annotated[int, typer.Option("--seed", help="Seed of the deterministic data")] = 42,
+    graded_per_course: Annotated[
+        int, typer.Option(min=1, max=60, help="Past, graded assignments per course (3 courses a student)")
+    ] = 2,
     as_json: AsJson = False,
 ) -> None:
-    """Write deterministic demo data (courses, enrollments, grades, attendance)."""
+    """Write deterministic demo data (courses, enrollments, grades, attendance, lesson views, payments)."""
     from store.seed import seed as run_seed
 
     started = time.perf_counter()
     try:
-        summary = run_seed(database(), students=students, seed=random_seed)
+        summary = run_seed(
+            database(), students=students, seed=random_seed, graded_per_course=graded_per_course
+        )
     except EdujobsError as e:  # already seeded, or not migrated: say what to do
         raise fail(str(e), 1) from None
     seconds = time.perf_counter() - started
@@ -262,7 +269,10 @@ def tokens_create(
     name: Annotated[str, typer.Argument(help="Who uses the token, e.g. lms-backend")],
     scopes: Annotated[
         list[str],
-        typer.Option("--scope", help="ops:read, ops:write, enqueue:<queue>, enqueue:* (repeatable)"),
+        typer.Option(
+            "--scope",
+            help="ops:read, ops:write, reports, reports:all, enqueue:<queue>, enqueue:* (repeatable)",
+        ),
     ],
     operator: Annotated[str | None, typer.Option("--as", help="Who creates it (audit log)")] = None,
     as_json: AsJson = False,

@@ -120,6 +120,13 @@ CRONTAB: tuple[Schedule, ...] = (
         grace_seconds=6 * 3600,
         description="Nudge students inactive for 14 days, with their missed assignments.",
     ),
+    Schedule(
+        "weekly-instructor-analytics",
+        "reports.send_scheduled_reports",
+        "0 6 * * mon",
+        payload={"type": "instructor-analytics", "format": "pdf"},
+        description="Each instructor's analytics of last week (their courses), as PDF by email.",
+    ),
     # The 1st of the month.
     Schedule(
         "monthly-compliance-audit",
@@ -138,5 +145,12 @@ CRONTAB: tuple[Schedule, ...] = (
         "reports.generate_system_health_summary",
         "0 5 1 * *",
         description="Last month's jobs, failures, dead letters, deliveries and schedule fires.",
+    ),
+    Schedule(
+        "monthly-course-performance",
+        "reports.send_scheduled_reports",
+        "0 6 1 * *",
+        payload={"type": "course-performance", "format": "pdf"},
+        description="Last month's course performance report, as PDF by email to each admin.",
     ),
 )

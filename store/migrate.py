@@ -43,6 +43,7 @@ MODEL_MODULES = (
     "store.models_schedules",
     "store.models_ledger",
     "store.workers",
+    "store.models_analytics",
 )
 
 

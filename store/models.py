@@ -46,6 +46,7 @@ MEDIA_KIND_VALUES = ("video", "image")
 MEDIA_STATUS_VALUES = ("pending", "processing", "ready", "failed")
 REPORT_FORMAT_VALUES = ("pdf", "xlsx", "csv", "json")
 REPORT_STATUS_VALUES = ("pending", "running", "ready", "failed", "expired")
+PAYMENT_KIND_VALUES = ("payment", "refund")
 JOB_STATE_VALUES = ("enqueued", "running", "succeeded", "failed", "dead", "cancelled")
 DEFAULT_CHANNEL_ORDER = ("push", "sms", "email")
 
@@ -294,10 +295,20 @@ class Report(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Requested reports (``actors.reports.analytics``): the job making it, the file's storage key,
+    # how many rows it holds, why it failed, and the API token that asked (who may download it).
+    message_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    storage_key: Mapped[str | None] = mapped_column(String(1024))
+    row_count: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text())
+    requested_token: Mapped[str | None] = mapped_column(String(128))
 
 
 class Payment(Base):
+    """Money in (``payment``) or back out (``refund``, a positive amount) for one enrolment."""
+
     __tablename__ = "payments"
+    __table_args__ = (one_of("kind", PAYMENT_KIND_VALUES),)
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     user_id: Mapped[int] = mapped_column(_user_fk(), index=True)
@@ -305,6 +316,7 @@ class Payment(Base):
     amount_cents: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3), default="USD", server_default="USD")
     paid_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(8), default="payment", server_default="payment")
 
 
 class AccessLog(Base):

@@ -7,6 +7,13 @@ enrollment (mostly present; about 3% of students are often absent, to give the a
 something to find), IEPs for 2% of students, and a payment for each enrollment in a paid course.
 Student ``n`` has id ``n`` and email ``student{n}@example.edu``.
 
+For the analytics reports: an enrolment at 90% progress or more is ``completed``, at 4% or less
+``dropped``; each enrolment views its course's lessons in order, fewer students reaching each next
+lesson (drop-off), with the seconds spent; about 4% of payments are refunded a few days later.
+``graded_per_course=G`` (default 2) gives each course G past, graded assignments (and the two
+future ones): ``graded_per_course=10`` makes 30 grade rows per student, the reports' benchmark.
+These come from a second random stream, so the data above is the same as before they existed.
+
 Seeding runs in one transaction and only into an empty, migrated database: given a database that
 already has users it refuses with ``AlreadySeededError`` and changes nothing, so it can never mix
 demo rows into real data. To seed again, drop the database (or delete the SQLite file), run
@@ -31,6 +38,7 @@ from sqlalchemy import Connection, Engine, Table, func, inspect, select, text
 from contracts.errors import EdujobsError
 from store import models
 from store.bulk import load_rows
+from store.models_analytics import LessonView
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +91,8 @@ class SeedSummary:
     attendance: int
     ieps: int
     payments: int
+    lesson_views: int = 0
+    refunds: int = 0
 
     def __str__(self) -> str:
         return ", ".join(f"{f.name}={value:,}" for f, value in zip(fields(self), astuple(self), strict=True))
@@ -96,15 +106,27 @@ class _Course:
     due_assignments: tuple[tuple[int, datetime], ...]
 
 
-def seed(engine: Engine, *, students: int, seed: int = 42, today: date | None = None) -> SeedSummary:
+def seed(
+    engine: Engine,
+    *,
+    students: int,
+    seed: int = 42,
+    today: date | None = None,
+    graded_per_course: int = 2,
+) -> SeedSummary:
     """Write demo data for ``students`` students into an empty database (see the module docstring)."""
     if students < 1:
         raise ValueError("students must be at least 1")
+    if not 1 <= graded_per_course <= 60:
+        raise ValueError("graded_per_course must be between 1 and 60")
     today = today or datetime.now(UTC).date()
     started = clock.perf_counter()
     with engine.begin() as connection:
         _check_empty(connection)
-        summary = _Seeder(connection, random.Random(seed), students, today).run()
+        seeder = _Seeder(connection, random.Random(seed), students, today)
+        seeder.analytics_rng = random.Random(seed * 7919 + 1)
+        seeder.due_days = _due_days(graded_per_course)
+        summary = seeder.run()
     logger.info("Seeded %s in %.1fs.", summary, clock.perf_counter() - started)
     return summary
 
@@ -119,6 +141,13 @@ def _check_empty(connection: Connection) -> None:
             "database only. To seed again, drop the database (or delete the SQLite file), run "
             "`edujobs db upgrade`, then seed."
         )
+
+
+def _due_days(graded: int) -> tuple[int, ...]:
+    if graded == 2:
+        return ASSIGNMENT_DUE_DAYS
+    # Spread the graded ones over the last weeks, every third day, the latest a week ago.
+    return (*(-7 - 3 * k for k in range(graded - 1, -1, -1)), 7, 21)
 
 
 def _table(model: type[models.Base]) -> Table:
@@ -137,13 +166,16 @@ class _Seeder:
         self.at_risk: set[int] = set()
         self.courses: list[_Course] = []
         self.enrollments: list[tuple[int, _Course, datetime]] = []
+        self.analytics_rng = random.Random(0)
+        self.due_days: tuple[int, ...] = ASSIGNMENT_DUE_DAYS
+        self.lesson_ids: dict[int, list[int]] = {}
 
     def run(self) -> SeedSummary:
         counts = {
             "students": self._load(models.User, USER_COLUMNS, self._students()),
             "instructors": self._load(models.User, USER_COLUMNS, self._staff()) - 1,
             "courses": self._load(models.Course, COURSE_COLUMNS, self._courses()),
-            "lessons": self._load(models.Lesson, ("course_id", "title", "position"), self._lessons()),
+            "lessons": self._load(models.Lesson, ("id", "course_id", "title", "position"), self._lessons()),
             "assignments": self._load(models.Assignment, ASSIGNMENT_COLUMNS, self._assignments()),
             "enrollments": self._load(models.Enrollment, ENROLLMENT_COLUMNS, self._enrollments()),
             "grades": self._load(models.Grade, GRADE_COLUMNS, self._grades()),
@@ -152,13 +184,17 @@ class _Seeder:
             ),
             "ieps": self._load(models.Iep, IEP_COLUMNS, self._ieps()),
             "payments": self._load(models.Payment, PAYMENT_COLUMNS, self._payments()),
+            "refunds": self._load(models.Payment, REFUND_COLUMNS, self._refunds()),
+            "lesson_views": self._load(LessonView, LESSON_VIEW_COLUMNS, self._lesson_views()),
         }
-        self._advance_sequences((models.User, models.Course, models.Assignment))
+        self._advance_sequences((models.User, models.Course, models.Lesson, models.Assignment))
         return SeedSummary(**counts)
 
     def _load(self, model: type[models.Base], columns: Sequence[str], rows: Iterator[Sequence[Any]]) -> int:
         started = clock.perf_counter()
-        big = model in (models.Enrollment, models.Grade, models.Attendance, models.Payment)
+        big = model in (models.Enrollment, models.Grade, models.Attendance, LessonView) or (
+            model is models.Payment and "kind" not in columns
+        )
         count = load_rows(self.connection, _table(model), columns, rows, defer_indexes=big)
         logger.info(
             "Seeded %d rows of %s in %.1fs.", count, model.__tablename__, clock.perf_counter() - started
@@ -218,20 +254,23 @@ class _Seeder:
                    starts_on + timedelta(days=120), price)  # fmt: skip
 
     def _lessons(self) -> Iterator[Sequence[Any]]:
+        lesson_id = 0
         for course in self.courses:
             for position in range(1, LESSONS_PER_COURSE + 1):
-                yield (course.id, f"Lesson {position}", position)
+                lesson_id += 1
+                self.lesson_ids.setdefault(course.id, []).append(lesson_id)
+                yield (lesson_id, course.id, f"Lesson {position}", position)
 
     def _assignments(self) -> Iterator[Sequence[Any]]:
         assignment_id = 0
         for i, course in enumerate(self.courses):
             due: list[tuple[int, datetime]] = []
-            for k, offset in enumerate(ASSIGNMENT_DUE_DAYS, start=1):
+            for k, offset in enumerate(self.due_days, start=1):
                 assignment_id += 1
                 due_at = datetime.combine(self.today + timedelta(days=offset), time(23, 59), UTC)
                 if due_at < self.now:
                     due.append((assignment_id, due_at))
-                yield (assignment_id, course.id, f"Homework {k}", due_at, 100.0, 1 / len(ASSIGNMENT_DUE_DAYS))
+                yield (assignment_id, course.id, f"Homework {k}", due_at, 100.0, 1 / len(self.due_days))
             self.courses[i] = _Course(course.id, course.starts_on, course.price_cents, tuple(due))
 
     def _enrollments(self) -> Iterator[Sequence[Any]]:
@@ -242,7 +281,9 @@ class _Seeder:
                     days=rng.randint(0, 14)
                 )
                 self.enrollments.append((user_id, course, enrolled_at))
-                yield (user_id, course.id, enrolled_at, "active", rng.randint(0, 100))
+                progress = rng.randint(0, 100)
+                status = "completed" if progress >= 90 else "dropped" if progress <= 4 else "active"
+                yield (user_id, course.id, enrolled_at, status, progress)
 
     def _grades(self) -> Iterator[Sequence[Any]]:
         gauss = self.rng.gauss
@@ -291,6 +332,28 @@ class _Seeder:
             if course.price_cents:
                 yield (user_id, course.id, course.price_cents, "USD", enrolled_at)
 
+    def _refunds(self) -> Iterator[Sequence[Any]]:
+        rng = self.analytics_rng
+        for user_id, course, enrolled_at in self.enrollments:
+            if course.price_cents and rng.random() < REFUND_SHARE:
+                refunded_at = enrolled_at + timedelta(days=rng.randint(1, 20), hours=rng.randint(0, 8))
+                yield (user_id, course.id, course.price_cents, "USD", refunded_at, "refund")
+
+    def _lesson_views(self) -> Iterator[Sequence[Any]]:
+        rng, days = self.analytics_rng, self._school_days()
+        first, span = days[0], (days[-1] - days[0]).days
+        for user_id, course, _ in self.enrollments:
+            offset = rng.randrange(span + 1)
+            for position, lesson_id in enumerate(self.lesson_ids[course.id]):
+                if rng.random() >= VIEW_REACH[position]:
+                    break  # dropped off: no later lesson either
+                viewed_at = datetime.combine(first + timedelta(days=offset), time(15, 0), UTC) + timedelta(
+                    minutes=rng.randint(0, 360)
+                )
+                seconds = max(30, int(rng.gauss(900, 300)))
+                yield (user_id, course.id, lesson_id, viewed_at, seconds, rng.random() < 0.8)
+                offset = min(span, offset + rng.randint(0, 3))
+
     def _advance_sequences(self, tables: Sequence[type[models.Base]]) -> None:
         # Rows were written with explicit ids: PostgreSQL's sequences must move past them.
         if self.connection.dialect.name != "postgresql":
@@ -310,3 +373,8 @@ ENROLLMENT_COLUMNS = ("user_id", "course_id", "enrolled_at", "status", "progress
 GRADE_COLUMNS = ("assignment_id", "user_id", "points", "graded_at", "posted_at")
 IEP_COLUMNS = ("user_id", "coordinator_id", "starts_on", "review_due_on")
 PAYMENT_COLUMNS = ("user_id", "course_id", "amount_cents", "currency", "paid_at")
+REFUND_COLUMNS = (*PAYMENT_COLUMNS, "kind")
+LESSON_VIEW_COLUMNS = ("user_id", "course_id", "lesson_id", "viewed_at", "seconds_spent", "completed")
+#: The share of enrolments that view lesson 1, and of those at lesson k that go on to lesson k+1.
+VIEW_REACH = (0.95, 0.85, 0.8, 0.75, 0.7)
+REFUND_SHARE = 0.04

@@ -1,8 +1,9 @@
 """API tokens: bearer tokens for the HTTP API, stored as SHA-256 hashes with their scopes.
 
 A token is shown once, when it is created (``edujobs tokens create``); only its hash is kept, so a
-database leak gives no usable token. Scopes are ``enqueue:<queue>`` (or ``enqueue:*``), ``ops:read``
-and ``ops:write``. Creating and revoking a token is written to the audit log.
+database leak gives no usable token. Scopes are ``enqueue:<queue>`` (or ``enqueue:*``), ``ops:read``,
+``ops:write``, ``reports`` (request analytics reports, see one's own) and ``reports:all``. Creating
+and revoking a token is written to the audit log.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from store.models import Base
 from store.types import utcnow
 
 TOKEN_PREFIX = "ej_"
-SCOPE_PATTERN = re.compile(r"^(ops:read|ops:write|enqueue:(\*|[a-z][a-z0-9_.-]*))$")
+SCOPE_PATTERN = re.compile(r"^(ops:read|ops:write|reports|reports:all|enqueue:(\*|[a-z][a-z0-9_.-]*))$")
 
 
 class ApiToken(Base):
@@ -48,7 +49,8 @@ def check_scopes(scopes: list[str]) -> list[str]:
     for scope in scopes:
         if not SCOPE_PATTERN.match(scope):
             raise ValueError(
-                f"invalid scope {scope!r}: expected ops:read, ops:write, enqueue:<queue> or enqueue:*"
+                f"invalid scope {scope!r}: expected ops:read, ops:write, reports, reports:all, "
+                "enqueue:<queue> or enqueue:*"
             )
     return sorted(set(scopes))
 

@@ -86,12 +86,12 @@ def run_cleanup(
             select(Report).where(Report.status == "ready", Report.expires_at < at)
         ).all()
         for report in expired:
-            key = storage_key(report.storage_uri)
+            key = report.storage_key or storage_key(report.storage_uri)
             if key is not None:
                 with contextlib.suppress(ObjectNotFoundError):  # deleted already
                     storage.delete(key)
             report.status = "expired"
-            report.storage_uri = None
+            report.storage_uri = report.storage_key = None
             counts["expired_reports"] += 1
         session.commit()
     if media_temp_dir is None:

@@ -243,6 +243,7 @@ async function start() {
   $("#app").hidden = false;
   $("#logout").hidden = false;
   say("Loading…");
+  document.dispatchEvent(new Event("edujobs-start")); // reports.js loads its section on its own
   await Promise.all([loadQueues(), loadDeadLetters(), loadSchedules(), ...sectionLoaders.map((load) => load())]);
   say("Up to date at " + new Date().toLocaleTimeString() + ".");
 }

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -20,9 +21,12 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from brokers.client import Client
+from brokers.settings import Settings
+from brokers.stack import build_broker
 from ops.api import create_app
-from store import audit, tokens
+from store import audit, reports, tokens
 from store.db import make_engine
+from store.storage import LocalStorage
 from tests.integration.test_dlq import dead_letter
 from tests.worker import WorkerProcess, wait_until
 
@@ -55,7 +59,7 @@ def browser() -> Iterator[WebDriver]:
 
 
 @pytest.fixture
-def api_url(edujobs_env: dict[str, str]) -> Iterator[str]:
+def api_url(edujobs_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     engine = make_engine(edujobs_env["EDUJOBS_DATABASE_URL"])
     client = Client(edujobs_env["EDUJOBS_RABBITMQ_URL"], signing_key=b"test-signing-key")
     app = create_app(
@@ -63,6 +67,7 @@ def api_url(edujobs_env: dict[str, str]) -> Iterator[str]:
         engine=engine,
         client=client,
         management_url=MANAGEMENT,
+        storage=LocalStorage(tmp_path / "storage"),
     )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -74,6 +79,14 @@ def api_url(edujobs_env: dict[str, str]) -> Iterator[str]:
     thread.join(10)
     client.close()
     engine.dispose()
+
+
+def log_in(browser: WebDriver, api_url: str, token: str) -> WebDriverWait[WebDriver]:
+    """Open the page and give it ``token``; a wait for what follows."""
+    browser.get(api_url + "/")
+    browser.find_element(By.ID, "token").send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+    return WebDriverWait(browser, 20)
 
 
 def test_a_requeue_clicked_in_the_page_reaches_the_worker(
@@ -90,10 +103,7 @@ def test_a_requeue_clicked_in_the_page_reaches_the_worker(
         letter = dead_letter(url, "testing.record", {"value": "requeued-from-the-page"}, error="disk full")
         token = tokens.create(engine, name="oncall", scopes=["ops:write"], created_by="test")
         # When the operator opens the page, gives the token, and sees the dead letters grouped by cause
-        browser.get(api_url + "/")
-        browser.find_element(By.ID, "token").send_keys(token)
-        browser.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
-        wait = WebDriverWait(browser, 20)
+        wait = log_in(browser, api_url, token)
         row = wait.until(
             expected_conditions.presence_of_element_located(
                 (By.CSS_SELECTOR, "#dlq tr[data-queue=maintenance]")
@@ -126,6 +136,54 @@ def test_a_requeue_clicked_in_the_page_reaches_the_worker(
         worker.stop()
         redis.Redis().delete(key)
         engine.dispose()
+
+
+def test_reports_are_requested_followed_and_downloaded_in_the_page(
+    edujobs_env: dict[str, str], api_url: str, browser: WebDriver, tmp_path: Path
+) -> None:
+    engine = make_engine(edujobs_env["EDUJOBS_DATABASE_URL"])
+    broker = build_broker(Settings(rabbitmq_url=edujobs_env["EDUJOBS_RABBITMQ_URL"]))
+    broker.declare_topology(("reports",))  # no worker here: the queue a request goes to
+    broker.close()
+    # Given a ready report of the analyst's token, its file in the API's storage
+    token = tokens.create(engine, name="analyst", scopes=["ops:read", "reports"], created_by="test")
+    ready = reports.create_pending(
+        engine, "financial-summary", {}, "csv", requested_by=None, requested_token="analyst"
+    )
+    key = f"reports/financial-summary/financial-summary-{ready.id}.csv"
+    stored = LocalStorage(tmp_path / "storage").put_bytes(key, b"# Financial summary\n")
+    reports.set_fields(engine, ready.id, status="ready", storage_key=key, size_bytes=stored.size, row_count=2)
+    wait = log_in(browser, api_url, token)
+    row = wait.until(
+        expected_conditions.presence_of_element_located(
+            (By.CSS_SELECTOR, f"#reports tr[data-id='{ready.id}']")
+        )
+    )
+    assert "ready" in row.text and "100%" in row.text
+    # When the analyst downloads it
+    row.find_element(By.CSS_SELECTOR, "button[data-action=download]").click()
+    wait.until(
+        expected_conditions.text_to_be_present_in_element(
+            (By.ID, "reports-status"), f"Downloaded report {ready.id}."
+        )
+    )
+    # And asks for a report with a bad parameter, then a good one
+    browser.find_element(By.ID, "report-course-ids").send_keys("0")
+    browser.find_element(By.CSS_SELECTOR, "#report-form button[type=submit]").click()
+    wait.until(
+        expected_conditions.text_to_be_present_in_element(
+            (By.ID, "reports-status"), "parameters.course_ids.0"
+        )
+    )
+    browser.find_element(By.ID, "report-course-ids").clear()
+    browser.find_element(By.CSS_SELECTOR, "#report-form button[type=submit]").click()
+    # Then it is queued and listed with its progress (no reports worker here: it stays pending)
+    wait.until(expected_conditions.text_to_be_present_in_element((By.ID, "reports-status"), "queued"))
+    queued = wait.until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#reports tr[data-status=pending]"))
+    )
+    assert "course-performance" in queued.text and "pdf" in queued.text
+    engine.dispose()
 
 
 def test_a_wrong_token_is_told_in_the_page(api_url: str, browser: WebDriver) -> None:

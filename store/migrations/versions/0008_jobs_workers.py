@@ -12,7 +12,7 @@ the trends (``finished_at, queue, state``, read from the index alone).
 per queue and minute (ready and delayed messages), written by the workers' heartbeat threads.
 
 Revision ID: 0008_jobs_workers
-Revises: 0006_ledger_owners
+Revises: 0007_reports
 Create Date: 2026-12-03
 """
 
@@ -25,7 +25,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0008_jobs_workers"
-down_revision: str | None = "0006_ledger_owners"
+down_revision: str | None = "0007_reports"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
