@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 THREADS ?= 8
 PROCESSES ?= 2
 
-.PHONY: run worker scheduler schemas test test-node test-unit test-conformance test-faults test-deploy test-prometheus test-cluster lint format bench chaos check clean
+.PHONY: run worker scheduler schemas test test-node test-unit test-conformance test-faults test-slow test-deploy test-prometheus test-cluster lint format bench chaos check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -55,10 +55,15 @@ test-unit: $(STAMP)
 test-conformance: $(STAMP)
 	$(BIN)/python -m tests.conformance -q
 
-## test-faults: the fault tests that take minutes (RabbitMQ's at-least-once dead-lettering retries
-## every 3 minutes); not part of `make test`, run by CI after it
+## test-faults: the fault tests on real processes (connections closed under running jobs, workers killed
+## mid-send, queues that refuse a publish, provider outages; parking waits on RabbitMQ's at-least-once
+## dead-lettering, which retries every 3 minutes); not part of `make test`, run by CI after it
 test-faults: $(STAMP)
 	$(BIN)/pytest -q -m faults
+
+## test-slow: long tests that inject no fault (the benchmarks' smoke runs); not part of `make test`
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m slow
 
 ## test-deploy: deploy/ checked: hadolint, the Compose schema, each compose service's command run with its
 ## environment on the local services, the kustomize overlays rendered and validated (not in make test)

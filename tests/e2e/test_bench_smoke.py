@@ -7,8 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.services import require
 from tests.worker import ROOT
+
+pytestmark = pytest.mark.slow
 
 
 def test_quick_benchmarks_run_and_write_their_figures(tmp_path: Path) -> None:

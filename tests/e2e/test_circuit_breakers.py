@@ -122,6 +122,7 @@ def test_messages_wait_for_an_open_breaker_without_spending_retries(
         assert f"Failed to process message {actor}" not in while_open
 
 
+@pytest.mark.faults
 def test_a_message_whose_breaker_delay_is_refused_is_dead_lettered_not_run(
     edujobs_env: dict[str, str], provider: FakeProvider, amqp_url: str
 ) -> None:

@@ -13,6 +13,8 @@ from tests.worker import WorkerProcess, wait_until
 
 KEY = b"test-signing-key"
 
+pytestmark = pytest.mark.faults
+
 
 @pytest.fixture
 def worker(edujobs_env: dict[str, str], redis_key: str) -> Iterator[WorkerProcess]:

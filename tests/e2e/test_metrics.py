@@ -171,9 +171,10 @@ def test_a_pool_of_two_processes_serves_summed_totals_and_queue_depths(
             sample(s, "edujobs_queue_messages", queue="notifications", kind="ready") == 3
             and sample(s, "edujobs_queue_messages", queue="notifications", kind="delayed") == 1
             and sample(s, "edujobs_queue_messages", queue="maintenance", kind="dead") == 2
+            # Q.park's figure appears once RabbitMQ has emitted that queue's first stats
+            and sample(s, "edujobs_queue_messages", queue="notifications", kind="waiting") == 0
         ),
     )
-    assert sample(samples, "edujobs_queue_messages", queue="notifications", kind="waiting") == 0
     assert sample(samples, "edujobs_queue_messages", queue="maintenance", kind="ready") == 0
     assert sample(samples, "edujobs_queue_oldest_message_age_seconds", queue="maintenance") == 0
 

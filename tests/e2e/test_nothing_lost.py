@@ -11,6 +11,7 @@ import urllib.parse
 from typing import Any
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from ops.cli import app
@@ -21,6 +22,8 @@ from tests.services import AUTH, MANAGEMENT_URL, management_get
 from tests.worker import WorkerProcess, wait_until
 
 KEY = b"test-signing-key"
+
+pytestmark = pytest.mark.faults
 
 
 def start(env: dict[str, str], redis_key: str, **extra: str) -> WorkerProcess:

@@ -146,6 +146,7 @@ def test_an_open_breaker_sends_the_notification_to_the_next_channel(
     wait_until(lambda: [c for c, s, _ in ledger(engine) if s == "sent"] == ["sms"], what="SMS sent")
 
 
+@pytest.mark.faults
 def test_an_fcm_outage_opens_the_breaker_sms_delivers_and_after_recovery_nothing_went_twice(
     edujobs_env: dict[str, str], fake_fcm: FakeFcm, fake_twilio: FakeTwilio, engine: Engine
 ) -> None:

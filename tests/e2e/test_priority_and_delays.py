@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from contracts.priorities import PRIORITIES
 from tests.amqp import depth, dramatiq_message, publish
 from tests.e2e.conftest import recorded
@@ -54,6 +56,7 @@ def test_a_critical_message_overtakes_a_backlog_of_low_ones(
         worker.stop()
 
 
+@pytest.mark.faults
 def test_a_long_delay_is_parked_in_rabbitmq_and_survives_a_killed_worker(
     edujobs_env: dict[str, str], amqp_url: str, redis_key: str
 ) -> None:

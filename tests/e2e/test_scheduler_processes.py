@@ -95,6 +95,7 @@ def leader(url: str) -> str | None:
         engine.dispose()
 
 
+@pytest.mark.faults
 def test_two_schedulers_enqueue_a_fire_once_and_a_killed_leader_is_replaced(
     scheduler_env: dict[str, str], schedulers: list[SchedulerProcess]
 ) -> None:

@@ -25,6 +25,8 @@ from tests.worker import WorkerProcess, wait_until
 
 OWNER_TIMEOUT = "3"
 
+pytestmark = pytest.mark.faults
+
 
 @pytest.fixture
 def engine(edujobs_env: dict[str, str]) -> Iterator[Engine]:

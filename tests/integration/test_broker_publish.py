@@ -70,6 +70,7 @@ def test_a_dead_letter_to_a_deleted_queue_declares_it_again(broker: EdujobsBroke
     assert properties.timestamp is not None
 
 
+@pytest.mark.faults
 def test_a_dead_letter_refused_by_rabbitmq_is_an_error(broker: EdujobsBroker, amqp_url: str) -> None:
     # Given maintenance.XQ refuses every publish (a max-length 0, reject-publish policy)
     # When a dead letter is published there, then the publisher hears that RabbitMQ nacked it
