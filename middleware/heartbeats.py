@@ -61,12 +61,13 @@ class Heartbeats(Middleware):
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         started = datetime.now(UTC)
+        host = _hostname()
         whitelist = worker.consumer_whitelist or broker.get_declared_queues()
         self._queues = tuple(sorted(q for q in whitelist if not q.endswith((".DQ", ".XQ"))))
         self._static = {
             # Unique across hosts and pid reuse; at most 64 characters (the column).
-            "id": f"{_hostname()[:40]}-{os.getpid()}-{int(started.timestamp())}",
-            "host": _hostname(),
+            "id": f"{host[:40]}-{os.getpid()}-{int(started.timestamp())}",
+            "host": host,
             "pid": os.getpid(),
             "parent_pid": os.getppid(),
             "pool": self.pool or ",".join(self._queues) or "all",
