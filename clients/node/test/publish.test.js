@@ -168,7 +168,10 @@ describe("publishing to RabbitMQ", { skip: missing }, () => {
   test("after its connection is closed by RabbitMQ, the client reconnects and publishes", async () => {
     await client.send("notifications.send_email", { user_id: 1, template: "welcome" });
     // When RabbitMQ closes the client's connection (a restart, an operator)
-    await waitUntil(async () => (await vhost.closeConnections()) >= 2, "the client's connection listed");
+    // (wait until both connections are listed before closing any: closing them one by one as they
+    // appear never sees two at once)
+    await waitUntil(async () => (await vhost.connectionCount()) >= 2, "the test's and the client's connections listed");
+    assert.equal(await vhost.closeConnections(), 2);
     // Then the next send reconnects and is confirmed
     await open();
     const id = await client.send("notifications.send_email", { user_id: 2, template: "welcome" });

@@ -53,6 +53,10 @@ export async function createVhost() {
   return {
     url: `amqp://guest:guest@${HOST}:5672/${quoted}`,
     remove: () => management("DELETE", `/api/vhosts/${quoted}`),
+    /** How many client connections the management API lists on the vhost (it lists a new one late). */
+    async connectionCount() {
+      return ((await management("GET", `/api/vhosts/${quoted}/connections`)) ?? []).length;
+    },
     /** Close every client connection to the vhost, as RabbitMQ does when it restarts or an operator does. */
     async closeConnections() {
       const connections = (await management("GET", `/api/vhosts/${quoted}/connections`)) ?? [];
