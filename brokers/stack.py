@@ -27,9 +27,11 @@ from middleware.age_limits import AgeLimit
 from middleware.breaker_storage import BreakerRegistry
 from middleware.cancellations import Cancellations
 from middleware.circuit_breakers import CircuitBreakers
+from middleware.crons import ScheduleCheckIns
 from middleware.heartbeats import Heartbeats
 from middleware.job_state import JobState
 from middleware.metrics import Metrics, record_breaker_state, record_breaker_transition
+from middleware.periodic import PeriodicSchedules
 from middleware.priorities import Priorities
 from middleware.queue_pauses import QueuePauses
 from middleware.retries import Retries
@@ -119,6 +121,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         CurrentMessage(),
         *job_state(settings),
         Priorities(default=5),
+        PeriodicSchedules(),
         circuit_breakers(settings),
         *sentry_reporter(settings),
         Retries(
@@ -216,7 +219,7 @@ def circuit_breakers(settings: Settings) -> CircuitBreakers:
 
 
 def sentry_reporter(settings: Settings) -> list[Middleware]:
-    return [SentryReporter()] if settings.sentry_dsn else []
+    return [SentryReporter(), ScheduleCheckIns()] if settings.sentry_dsn else []
 
 
 def start_sentry(settings: Settings) -> None:

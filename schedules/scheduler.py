@@ -57,6 +57,7 @@ from schedules.jobs import (
     make_job,
     misfire_policy,
 )
+from schedules.periodic import check_names
 from schedules.runtime import (
     add_schedule,
     last_enqueued,
@@ -143,18 +144,17 @@ class Scheduler:
     # -- start-up ---------------------------------------------------------------------------------
 
     def validate(self) -> None:
-        """Check every crontab entry; raise ``ScheduleError`` naming the first bad one."""
-        seen: set[str] = set()
+        """Check every crontab entry (and periodic actor); raise ``ScheduleError`` naming the first
+        bad one, or a name declared twice."""
+        check_names(self.crontab)
         for entry in self.crontab:
-            if entry.name in seen:
-                raise ScheduleError(f"two crontab entries are named {entry.name!r}")
-            seen.add(entry.name)
             timezone = entry.timezone or self.default_timezone
             check_schedule(entry.name, entry.actor, entry.payload, entry.priority, entry.misfire, timezone)
             try:
                 CronTrigger(entry.cron, timezone)
             except CronError as e:
-                raise ScheduleError(f"crontab entry {entry.name!r}: {e}") from None
+                where = "crontab entry" if entry.source == "crontab" else "periodic actor"
+                raise ScheduleError(f"{where} {entry.name!r}: {e}") from None
 
     def sync_crontab(self, now: datetime, jobs: Sequence[Job] | None = None) -> None:
         """Store every crontab entry as a job; keep the next run time of unchanged ones (so fires
