@@ -12,7 +12,8 @@ in to the monitor ``edujobs-<name>``:
   started: workers down, queue paused, backlog);
 - ``ok`` with the attempt's duration when it succeeds;
 - ``error`` with the duration when it fails for good: a permanent error, retries exhausted, or a
-  message dead-lettered before it could run (bad signature, invalid, too old).
+  message dead-lettered before it could run (bad signature, invalid, too old: ``after_dead_letter``
+  covers those the consumer refuses on receipt).
 
 A failed attempt that will be retried sends nothing: the check-in stays in progress, and the next
 attempt's ``in_progress`` (the same check-in) then its ``ok`` or ``error`` close it. Every check-in of
@@ -95,6 +96,8 @@ class ScheduleCheckIns(Middleware):
         self.max_pending = max_pending
         #: message id -> (monotonic start, fire key, schedule) of attempts running in this process
         self._running: OrderedDict[str, tuple[float, str, str]] = OrderedDict()
+        #: message ids whose error this process sent already (their dead letter then sends none)
+        self._failed: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
@@ -140,7 +143,7 @@ class ScheduleCheckIns(Middleware):
         if exception is None and not message.failed:
             self._check_in(schedule, key, "ok", duration=duration)
         elif message.failed:
-            self._check_in(schedule, key, "error", duration=duration)
+            self._fail(message.message_id, schedule, key, duration)
         # else: retried (or put back by a shutdown): still in progress; the next attempt closes it.
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
@@ -152,11 +155,32 @@ class ScheduleCheckIns(Middleware):
         if fire is None or not sentry_sdk.get_client().is_active():
             return
         duration = time.monotonic() - running[0] if running is not None else None
-        self._check_in(fire[0], fire[1], "error", duration=duration)
+        self._fail(message.message_id, fire[0], fire[1], duration)
+
+    def after_dead_letter(
+        self, broker: Broker, queue_name: str, record: dict[str, Any], message: Message[Any] | None
+    ) -> None:
+        # A fire dead-lettered without an attempt here (refused on receipt: bad signature, not
+        # valid) is an error too; one whose failure was checked in already is not sent twice.
+        fire = None if message is None else fire_of(message)
+        if message is None or fire is None or not sentry_sdk.get_client().is_active():
+            return
+        with self._lock:
+            reported = message.message_id in self._failed
+            self._failed.pop(message.message_id, None)
+        if not reported:
+            self._check_in(fire[0], fire[1], "error")
+
+    def _fail(self, message_id: str, schedule: str, key: str, duration: float | None) -> None:
+        with self._lock:
+            self._failed[message_id] = None
+            while len(self._failed) > self.max_pending:
+                self._failed.popitem(last=False)
+        self._check_in(schedule, key, "error", duration=duration)
 
     @staticmethod
-    def _check_in(schedule: str, key: str, status: Any, **config: Any) -> None:
+    def _check_in(name: str, key: str, status: Any, /, **config: Any) -> None:
         try:
-            capture_check_in(monitor_slug(schedule), status, check_in_id=check_in_id(key), **config)
+            capture_check_in(monitor_slug(name), status, check_in_id=check_in_id(key), **config)
         except Exception:
-            logger.warning("Could not check schedule %s in to Sentry (%s).", schedule, status, exc_info=True)
+            logger.warning("Could not check schedule %s in to Sentry (%s).", name, status, exc_info=True)
