@@ -100,7 +100,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
       Retries never sees (no retry spent, nothing dead-lettered);
     - SentryReporter (when a DSN is set) just before Retries: in the after-chain it runs right after
       Retries, so it sees which failures are final and keeps their stack trace for the one event it
-      sends per dead letter (``after_dead_letter``);
+      sends per dead letter (``after_dead_letter``); ScheduleCheckIns beside it for the same reason;
     - Retries last among the after_process_message hooks that decide a message's fate, so that
       everything before it sees the attempt's outcome first;
     - Signing last of all: its before_enqueue signs what the worker publishes once every other
