@@ -1,6 +1,7 @@
 """The scheduler: enqueues each schedule's fires exactly once, on time, in the schedule's time zone.
 
-Every schedule, static (``schedules.crontab``, synced at start) or created at run time
+Every schedule, static (``schedules.crontab`` and the actors declaring periodiq's ``periodic=``
+option, ``schedules.periodic``: synced at start) or created at run time
 (``schedules.runtime.add_schedule``), is an APScheduler job (``schedules.jobs``) in APScheduler's
 ``SQLAlchemyJobStore`` (table ``apscheduler_jobs``): its trigger (``schedules.cron.CronTrigger`` or
 APScheduler's ``DateTrigger``), its next run time and its arguments survive restarts. APScheduler's
