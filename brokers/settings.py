@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     # scheduler (schedules/, `edujobs scheduler`)
     schedule_timezone: str = "UTC"  # the district's time zone: crontab entries without their own
     scheduler_crontab: str = "schedules.crontab:CRONTAB"  # module:attribute of the crontab to run
+    # modules (comma-separated) whose actors' periodic=cron(...) options are schedules too; "" = none
+    scheduler_actors: str = "actors"
     scheduler_lease_seconds: float = Field(default=15.0, ge=1)  # a crashed leader is replaced after this
     scheduler_tick_seconds: float = Field(default=1.0, gt=0, le=60)  # how often due fires are looked for
     scheduler_metrics_port: int = Field(default=9193, ge=0, le=65535)  # 0 = no metrics

@@ -27,9 +27,11 @@ from middleware.age_limits import AgeLimit
 from middleware.breaker_storage import BreakerRegistry
 from middleware.cancellations import Cancellations
 from middleware.circuit_breakers import CircuitBreakers
+from middleware.crons import ScheduleCheckIns
 from middleware.heartbeats import Heartbeats
 from middleware.job_state import JobState
 from middleware.metrics import Metrics, record_breaker_state, record_breaker_transition
+from middleware.periodic import PeriodicSchedules
 from middleware.priorities import Priorities
 from middleware.queue_pauses import QueuePauses
 from middleware.retries import Retries
@@ -98,7 +100,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
       Retries never sees (no retry spent, nothing dead-lettered);
     - SentryReporter (when a DSN is set) just before Retries: in the after-chain it runs right after
       Retries, so it sees which failures are final and keeps their stack trace for the one event it
-      sends per dead letter (``after_dead_letter``);
+      sends per dead letter (``after_dead_letter``); ScheduleCheckIns beside it for the same reason;
     - Retries last among the after_process_message hooks that decide a message's fate, so that
       everything before it sees the attempt's outcome first;
     - Signing last of all: its before_enqueue signs what the worker publishes once every other
@@ -119,6 +121,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         CurrentMessage(),
         *job_state(settings),
         Priorities(default=5),
+        PeriodicSchedules(),
         circuit_breakers(settings),
         *sentry_reporter(settings),
         Retries(
@@ -216,7 +219,7 @@ def circuit_breakers(settings: Settings) -> CircuitBreakers:
 
 
 def sentry_reporter(settings: Settings) -> list[Middleware]:
-    return [SentryReporter()] if settings.sentry_dsn else []
+    return [SentryReporter(), ScheduleCheckIns()] if settings.sentry_dsn else []
 
 
 def start_sentry(settings: Settings) -> None:

@@ -60,6 +60,17 @@ OPTION_SCHEMAS: dict[str, dict[str, Any]] = {
     "max_backoff": _integer(0, description="ms: override of the actor's max_backoff"),
     "not_before": _integer(0, description="ms since the epoch: a delayed message's due time"),
     "schedule": _text(200, "the schedule that fired it"),
+    "schedule_monitor": {
+        "type": "object",
+        "properties": {
+            "crontab": {"type": "string", "minLength": 1, "maxLength": 200},
+            "timezone": {"type": "string", "minLength": 1, "maxLength": 64},
+            "checkin_margin": {"type": "integer", "minimum": 1, "maximum": 1440},
+        },
+        "required": ["crontab"],
+        "additionalProperties": False,
+        "description": "the schedule's Sentry Crons monitor: crontab, time zone, check-in margin (minutes)",
+    },
     "circuit_breaker": {
         "anyOf": [_PROVIDER, {"type": "array", "items": _PROVIDER, "minItems": 1, "maxItems": 8}],
         "description": "providers whose open circuit breaker delays the message",

@@ -112,6 +112,20 @@ def _providers(value: object) -> str | None:
     return "a provider name or a list of them"
 
 
+def _schedule_monitor(value: object) -> str | None:
+    expected = "an object of crontab (string), timezone (string) and checkin_margin (minutes, 1-1440)"
+    if type(value) is not dict or set(value) - {"crontab", "timezone", "checkin_margin"}:
+        return expected
+    crontab, timezone, margin = value.get("crontab"), value.get("timezone"), value.get("checkin_margin")
+    if type(crontab) is not str or not 0 < len(crontab) <= 200:
+        return expected
+    if timezone is not None and (type(timezone) is not str or not 0 < len(timezone) <= 64):
+        return expected
+    if margin is not None and (type(margin) is not int or not 1 <= margin <= 1440):
+        return expected
+    return None
+
+
 def _string_map(value: object) -> str | None:
     if type(value) is not dict or len(value) > 8:
         return "an object of up to 8 strings"
@@ -148,6 +162,7 @@ OPTION_TYPES: dict[str, Callable[[object], str | None]] = {
     "max_backoff": _MS,
     "not_before": _MS,
     "schedule": _text(200),
+    "schedule_monitor": _schedule_monitor,
     "circuit_breaker": _providers,
     # The delivery state, covered by ``state_signature``:
     "eta": _number,

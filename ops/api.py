@@ -260,7 +260,8 @@ def create_app(
 
     @app.get("/v1/schedules", tags=["schedules"])
     def get_schedules(_caller: Annotated[Caller, Depends(require("ops:read"))]) -> list[dict[str, Any]]:
-        """Every schedule (crontab, then run-time) with its next three fire times and its last fire."""
+        """Every schedule (crontab and periodic actors, ``kind`` saying which, then run-time) with its
+        next three fire times and its last fire."""
         return list_schedules(engine, crontab, schedule_timezone)
 
     @app.post("/v1/schedules", tags=["schedules"], status_code=201)
@@ -425,7 +426,7 @@ def app_from_settings() -> FastAPI:
     """The API configured from the environment (what ``edujobs api`` serves)."""
     from brokers.client import default_client
     from brokers.settings import get_settings
-    from schedules.service import load_crontab
+    from schedules.service import load_schedules
     from store.db import get_engine
     from store.migrate import check_migrated
 
@@ -440,7 +441,7 @@ def app_from_settings() -> FastAPI:
         max_body_bytes=settings.api_max_body_bytes,
         rate_limit=settings.api_rate_limit,
         rate_burst=settings.api_rate_burst,
-        crontab=load_crontab(settings.scheduler_crontab),
+        crontab=load_schedules(settings),
         schedule_timezone=settings.schedule_timezone,
         heartbeat_stale_beats=settings.heartbeat_stale_beats,
         report_cache_seconds=settings.report_cache_seconds,

@@ -15,20 +15,21 @@ from ops.cli_common import AsJson, Operator, database, fail
 from ops.dlq import default_operator
 
 schedules_app = typer.Typer(
-    help="Schedules: the crontab and run-time schedules, their next and last runs.",
+    help="Schedules: the crontab, periodic actors and run-time schedules, their next and last runs.",
     invoke_without_command=True,
 )
 console = Console()
 
 
-def _context() -> tuple[Any, Any, str]:
+def _context(*, with_actors: bool = False) -> tuple[Any, Any, str]:
     from brokers.settings import get_settings
     from schedules.scheduler import ScheduleError
-    from schedules.service import load_crontab
+    from schedules.service import load_crontab, load_schedules
 
     settings = get_settings()
     try:
-        crontab = load_crontab(settings.scheduler_crontab)
+        # The periodic actors only for the listing: importing every actor takes a second or two.
+        crontab = load_schedules(settings) if with_actors else load_crontab(settings.scheduler_crontab)
     except ScheduleError as e:
         raise fail(str(e), 2) from None
     return database(), crontab, settings.schedule_timezone
@@ -36,23 +37,25 @@ def _context() -> tuple[Any, Any, str]:
 
 @schedules_app.callback()
 def schedules(ctx: typer.Context, as_json: AsJson = False) -> None:
-    """Every schedule with its next three fire times (in its own time zone) and its last run."""
+    """Every schedule (crontab, periodic actors, run-time) with its next three fire times (in its own
+    time zone) and its last run."""
     if ctx.invoked_subcommand is not None:
         return
     from schedules.scheduler import list_schedules
 
-    engine, crontab, timezone = _context()
+    engine, crontab, timezone = _context(with_actors=True)
     rows = list_schedules(engine, crontab, timezone)
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("schedule", "actor", "when", "time zone", "misfire", "next runs", "last run")
+    table = Table("schedule", "source", "actor", "when", "time zone", "misfire", "next runs", "last run")
     for row in rows:
         last = row["last_fire"]
         tz = row["timezone"]
         last_text = "never" if last is None else f"{_local(last['fire_time'], tz)} {last['status']}"
         table.add_row(
             row["name"],
+            row["kind"],
             row["actor"],
             row["cron"],
             tz,

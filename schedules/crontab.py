@@ -36,6 +36,9 @@ class Schedule:
     misfire: Misfire = "catch_up"
     grace_seconds: int = 600
     description: str = ""
+    #: Where it is declared: ``crontab`` (this list) or ``actor`` (periodiq's ``periodic=cron(...)``
+    #: option on the actor itself, collected by ``schedules.periodic``).
+    source: str = "crontab"
 
 
 CRONTAB: tuple[Schedule, ...] = (

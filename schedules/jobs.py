@@ -159,6 +159,20 @@ def misfire_policy(job: Job) -> str:
     return "catch_up" if job.misfire_grace_time is None else "skip"
 
 
+def monitor_of(job: Job) -> dict[str, Any] | None:
+    """The Sentry Crons monitor of a recurring schedule (None for a one-off): its crontab, time zone
+    and check-in margin in minutes (a ``skip`` schedule's grace, else 10). Fires carry it in their
+    ``schedule_monitor`` option, so the worker that starts one can describe the monitor to Sentry."""
+    if not isinstance(job.trigger, CronTrigger):
+        return None
+    grace = job.misfire_grace_time
+    return {
+        "crontab": job.trigger.expression,
+        "timezone": job.trigger.timezone,
+        "checkin_margin": max(1, int(grace // 60)) if grace is not None else 10,
+    }
+
+
 def crontab_job_id(name: str) -> str:
     return f"crontab:{name}"
 

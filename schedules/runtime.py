@@ -152,8 +152,8 @@ def list_schedules(
     now: datetime | None = None,
     count: int = 3,
 ) -> list[dict[str, Any]]:
-    """Every schedule, crontab then run-time: its next ``count`` fire times in its own time zone,
-    and its last fire."""
+    """Every schedule, crontab (and periodic actors: ``kind`` is the entry's source, ``crontab`` or
+    ``actor``) then run-time: its next ``count`` fire times in its own time zone, and its last fire."""
     now = now or datetime.now(UTC)
     store = job_store(engine)
     stored = {job.id: job for job in store.get_all_jobs()}
@@ -165,7 +165,15 @@ def list_schedules(
         first = job.next_run_time if job is not None else trigger.get_next_fire_time(None, now)
         rows.append(
             _row(
-                entry.name, "crontab", entry.actor, entry.cron, timezone, entry.misfire, trigger, first, count
+                entry.name,
+                entry.source,
+                entry.actor,
+                entry.cron,
+                timezone,
+                entry.misfire,
+                trigger,
+                first,
+                count,
             )
             | {"description": entry.description, "payload": entry.payload, "priority": entry.priority}
         )

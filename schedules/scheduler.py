@@ -1,6 +1,7 @@
 """The scheduler: enqueues each schedule's fires exactly once, on time, in the schedule's time zone.
 
-Every schedule, static (``schedules.crontab``, synced at start) or created at run time
+Every schedule, static (``schedules.crontab`` and the actors declaring periodiq's ``periodic=``
+option, ``schedules.periodic``: synced at start) or created at run time
 (``schedules.runtime.add_schedule``), is an APScheduler job (``schedules.jobs``) in APScheduler's
 ``SQLAlchemyJobStore`` (table ``apscheduler_jobs``): its trigger (``schedules.cron.CronTrigger`` or
 APScheduler's ``DateTrigger``), its next run time and its arguments survive restarts. APScheduler's
@@ -57,6 +58,7 @@ from schedules.jobs import (
     make_job,
     misfire_policy,
 )
+from schedules.periodic import check_names
 from schedules.runtime import (
     add_schedule,
     last_enqueued,
@@ -143,18 +145,17 @@ class Scheduler:
     # -- start-up ---------------------------------------------------------------------------------
 
     def validate(self) -> None:
-        """Check every crontab entry; raise ``ScheduleError`` naming the first bad one."""
-        seen: set[str] = set()
+        """Check every crontab entry (and periodic actor); raise ``ScheduleError`` naming the first
+        bad one, or a name declared twice."""
+        check_names(self.crontab)
         for entry in self.crontab:
-            if entry.name in seen:
-                raise ScheduleError(f"two crontab entries are named {entry.name!r}")
-            seen.add(entry.name)
             timezone = entry.timezone or self.default_timezone
             check_schedule(entry.name, entry.actor, entry.payload, entry.priority, entry.misfire, timezone)
             try:
                 CronTrigger(entry.cron, timezone)
             except CronError as e:
-                raise ScheduleError(f"crontab entry {entry.name!r}: {e}") from None
+                where = "crontab entry" if entry.source == "crontab" else "periodic actor"
+                raise ScheduleError(f"{where} {entry.name!r}: {e}") from None
 
     def sync_crontab(self, now: datetime, jobs: Sequence[Job] | None = None) -> None:
         """Store every crontab entry as a job; keep the next run time of unchanged ones (so fires

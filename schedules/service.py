@@ -5,11 +5,16 @@ Reporting of each fire: the Prometheus gauge ``edujobs_schedule_last_enqueued_ti
 the lead, so a monthly job has its series after a restart) and counter
 ``edujobs_schedule_fires_total`` (by schedule and outcome: enqueued, failed, skipped, duplicate),
 served on ``EDUJOBS_SCHEDULER_METRICS_PORT``; the workers' Metrics middleware adds
-``edujobs_schedule_last_success_timestamp_seconds`` (when the job itself last succeeded). When
-``EDUJOBS_SENTRY_DSN`` is set, a Sentry Crons check-in per fire of each recurring schedule, whose
-monitor carries the schedule's crontab and time zone, so Sentry alerts when a fire does not come:
-``ok`` when enqueued, ``error`` when sending failed or a fire was skipped for being late (once per
-tick and schedule); none for a fire coalesced into a catch-up run or sent by another scheduler.
+``edujobs_schedule_last_success_timestamp_seconds`` (when the job itself last succeeded). Sentry
+Crons (``EDUJOBS_SENTRY_DSN``) follows the job: the worker that runs a fire checks in
+``in_progress``, then ``ok`` or ``error`` (``middleware.crons``), and Sentry reports a fire that does
+not start within the margin as missed. An enqueue is not a success, so the scheduler sends no ``ok``:
+it checks in only the fires that will not run, as ``error``: a send that failed, fires skipped for
+being late (once per tick and schedule). None for a fire coalesced into a catch-up run or sent by
+another scheduler.
+
+The schedules are the crontab (``EDUJOBS_SCHEDULER_CRONTAB``) and the periodic actors of the modules
+named by ``EDUJOBS_SCHEDULER_ACTORS`` (``schedules.periodic``): ``load_schedules``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from prometheus_client import Counter, Gauge, start_http_server
 from brokers.settings import Settings
 from schedules.cron import CronTrigger
 from schedules.crontab import Schedule
+from schedules.jobs import monitor_of
+from schedules.periodic import check_names, periodic_schedules
 from schedules.scheduler import Fire, ScheduleError, Scheduler
 
 logger = logging.getLogger(__name__)
@@ -54,6 +61,16 @@ def load_crontab(reference: str) -> tuple[Schedule, ...]:
     return tuple(crontab)
 
 
+def load_schedules(settings: Settings) -> tuple[Schedule, ...]:
+    """Every static schedule: the crontab (``EDUJOBS_SCHEDULER_CRONTAB``), then the periodic actors
+    of ``EDUJOBS_SCHEDULER_ACTORS``; ``ScheduleError`` if one cannot be loaded or a name is taken twice."""
+    schedules = load_crontab(settings.scheduler_crontab) + periodic_schedules(
+        settings.scheduler_actors.split(",")
+    )
+    check_names(schedules)
+    return schedules
+
+
 def report(fire: Fire, job: Job) -> None:
     """Record a fire in Prometheus and, for a recurring schedule, check in with Sentry Crons."""
     FIRES.labels(fire.schedule, fire.status).inc()
@@ -61,24 +78,27 @@ def report(fire: Fire, job: Job) -> None:
         LAST_ENQUEUED.labels(fire.schedule).set_to_current_time()
     if not isinstance(job.trigger, CronTrigger):
         return
-    if fire.status == "duplicate" or (fire.status == "skipped" and not fire.alert):
+    # An enqueued fire checks in from the worker that runs it; a duplicate or coalesced one runs.
+    if fire.status not in ("failed", "skipped") or (fire.status == "skipped" and not fire.alert):
         return
     import sentry_sdk
-    from sentry_sdk.crons import capture_checkin
-    from sentry_sdk.crons.consts import MonitorStatus
+
+    from middleware.crons import monitor_slug
+    from middleware.sentry import capture_check_in
 
     if not sentry_sdk.get_client().is_active():
         return
-    grace = job.misfire_grace_time
-    capture_checkin(
-        monitor_slug=f"edujobs-{fire.schedule}",
-        status=MonitorStatus.OK if fire.status == "enqueued" else MonitorStatus.ERROR,
-        monitor_config={
-            "schedule": {"type": "crontab", "value": job.trigger.expression},
-            "timezone": job.trigger.timezone,
-            "checkin_margin": max(1, int(grace // 60)) if grace is not None else 10,
-            "max_runtime": 5,
-        },
+    monitor = monitor_of(job)
+    if monitor is None:
+        return
+    # A check-in of its own (not the fire's): a failed send is retried, and the worker that runs
+    # it later checks the fire in under the fire's id.
+    capture_check_in(
+        monitor_slug(fire.schedule),
+        "error",
+        schedule=monitor["crontab"],
+        timezone=monitor["timezone"],
+        checkin_margin_minutes=monitor["checkin_margin"],
     )
 
 
@@ -100,7 +120,7 @@ def build(
     return Scheduler(
         engine=engine,
         send=send,
-        crontab=load_crontab(settings.scheduler_crontab) if crontab is None else crontab,
+        crontab=load_schedules(settings) if crontab is None else crontab,
         default_timezone=settings.schedule_timezone,
         holder=holder or f"{socket.gethostname()}:{os.getpid()}",
         lease_seconds=settings.scheduler_lease_seconds,
@@ -128,7 +148,7 @@ def run(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     logger.info(
-        "Scheduler %s running %d crontab schedules (time zone %s), ticking every %.1f s.",
+        "Scheduler %s running %d crontab and periodic-actor schedules (time zone %s), ticking every %.1f s.",
         scheduler.holder,
         len(scheduler.crontab),
         settings.schedule_timezone,

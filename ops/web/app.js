@@ -204,6 +204,7 @@ async function loadSchedules() {
     const tr = document.createElement("tr");
     tr.dataset.schedule = s.name;
     cell(tr, s.name);
+    cell(tr, s.kind);
     cell(tr, s.actor);
     cell(tr, s.cron);
     cell(tr, s.timezone);

@@ -44,18 +44,20 @@ def job(name: str, trigger: CronTrigger | DateTrigger, misfire: str = "skip") ->
     )
 
 
-def test_a_recurring_fire_checks_in_with_its_crontab_and_a_failed_one_as_an_error(sentry: FakeSentry) -> None:
+def test_an_enqueued_fire_sends_no_ok_and_a_failed_one_an_error_with_its_monitor(sentry: FakeSentry) -> None:
+    # Given a weekly schedule whose fire was enqueued (the worker that runs it checks it in)
     weekly = job("weekly-digests", CronTrigger("0 3 * * sun", "Europe/Paris"))
     when = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
     report(Fire("weekly-digests", when, "enqueued", message_id="m-1"), weekly)
+    # When the next fire's sending fails
     report(Fire("weekly-digests", when, "failed", note="RabbitMQ is down"), weekly)
     sentry_sdk.flush(timeout=5)
-    ok, error = sentry.check_ins()
-    assert ok["monitor_slug"] == "edujobs-weekly-digests" and ok["status"] == "ok"
-    assert ok["monitor_config"]["schedule"] == {"type": "crontab", "value": "0 3 * * sun"}
-    assert ok["monitor_config"]["timezone"] == "Europe/Paris"
-    assert ok["monitor_config"]["checkin_margin"] == 30
-    assert error["status"] == "error"
+    # Then Sentry got one check-in: the error, describing the monitor (crontab, zone, margin)
+    [error] = sentry.check_ins()
+    assert error["monitor_slug"] == "edujobs-weekly-digests" and error["status"] == "error"
+    assert error["monitor_config"]["schedule"] == {"type": "crontab", "value": "0 3 * * sun"}
+    assert error["monitor_config"]["timezone"] == "Europe/Paris"
+    assert error["monitor_config"]["checkin_margin"] == 30
 
 
 def test_a_one_off_fire_has_no_monitor_but_is_counted(sentry: FakeSentry) -> None:
