@@ -116,6 +116,8 @@ def test_cleanup_deletes_only_what_outlived_its_use_and_expired_report_files(
         "digest_events": 0,
         "schedule_fires": 1,
         "expired_reports": 1,
+        "stale_media_workdirs": 0,
+        "stale_upload_temp_files": 0,
     }
     assert not storage.exists("reports/x/2026-01-01/old.json")
     with Session(engine) as session:
