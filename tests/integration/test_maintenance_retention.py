@@ -26,7 +26,7 @@ from store.db import make_engine
 from store.migrate import upgrade
 from store.models import AccessLog, AuditLog, Delivery, JobRecord, MediaAsset, Report
 from store.models_schedules import ScheduleFire
-from store.storage import LocalStorage, Storage, StoredObject
+from store.storage import LocalStorage, Storage, StoredObject, get_storage
 from tests.amqp import depth
 from tests.integration.test_dlq import topology  # noqa: F401  (fixture)
 from tests.integration.test_dlq_archive import MARGIN_MS, TTL_MS, aged_dead_letter
@@ -392,3 +392,47 @@ def test_a_dry_dead_letter_archival_reads_all_and_leaves_every_letter_in_place(
     assert [letter.body for letter in dead_letter_archive.read(storage, "maintenance")] == [
         json.dumps(m).encode() for m in old
     ]
+
+
+def test_every_destructive_maintenance_actor_takes_dry_run_and_changes_nothing_with_it(
+    topology: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from actors.maintenance import actors
+    from contracts.registry import get_contract
+
+    url = f"sqlite:///{tmp_path / 'edujobs.db'}"
+    monkeypatch.setenv("EDUJOBS_DATABASE_URL", url)
+    monkeypatch.setenv("EDUJOBS_RABBITMQ_URL", topology)
+    monkeypatch.setenv("EDUJOBS_STORAGE_URL", f"file:{tmp_path / 'storage'}")
+    monkeypatch.setenv("EDUJOBS_MEDIA_TEMP_DIR", str(tmp_path / "media-temp"))
+    monkeypatch.setenv("EDUJOBS_AUDIT_RETENTION_DAYS", "2900")
+    get_storage.cache_clear()
+    upgrade(url)
+    engine = make_engine(url)
+    storage = LocalStorage(tmp_path / "storage")
+    audit_rows(engine, old=2, young=1)  # 8 years old and more: past 2900 days
+    storage.put_bytes("backups/2020-01-01/edujobs-010203.dump", b"old")
+    aged_dead_letter(topology, {"user_id": 1}, age_days=13)
+    before = everything(engine, storage)
+    results = {
+        name: getattr(actors, name).fn(dry_run=True)
+        for name in (
+            "run_cleanup",
+            "backup_database",
+            "archive_old_data",
+            "archive_dead_letters",
+            "archive_audit_logs",
+            "clean_orphan_media",
+        )
+    }
+    get_storage.cache_clear()
+    assert everything(engine, storage) == before and depth(topology, "maintenance.XQ") == 1
+    assert all(result["dry_run"] is True for result in results.values())
+    assert results["archive_audit_logs"]["retention_days"] == 2900
+    assert results["archive_audit_logs"]["archived"] == 2 and results["backup_database"]["pruned"] == 1
+    assert results["archive_dead_letters"]["archived"] == 1
+    for name in results:  # and the contracts accept it
+        assert get_contract(f"maintenance.{name}").validate({"dry_run": True})["dry_run"] is True
+    engine.dispose()
