@@ -102,7 +102,9 @@ def everything(engine: Engine, storage: Storage) -> dict[str, Any]:
         for model in (AuditLog, AccessLog, JobRecord, Delivery, Report, ScheduleFire, MediaAsset):
             table = model.__table__
             rows = connection.execute(select(table)).mappings().all()
-            state[table.name] = sorted(json.dumps(dict(row), default=str, sort_keys=True) for row in rows)
+            state[model.__tablename__] = sorted(
+                json.dumps(dict(row), default=str, sort_keys=True) for row in rows
+            )
     state["storage"] = {key: storage.get_bytes(key) for key in storage.list("")}
     return state
 
