@@ -30,12 +30,18 @@ from store.storage import LocalStorage, Storage, StoredObject, get_storage
 from tests.amqp import depth
 from tests.integration.test_dlq import topology  # noqa: F401  (fixture)
 from tests.integration.test_dlq_archive import MARGIN_MS, TTL_MS, aged_dead_letter
-from tests.integration.test_maintenance_and_reports import old_and_new_rows
-from tests.media_fixtures import FakeS3
+from tests.integration.test_maintenance_and_reports import expired_report, old_and_new_rows
+from tests.integration.test_storage import fake_s3  # noqa: F401  (fixture)
+from tests.media_fixtures import local_or_s3_storage
 
 NOW = datetime.now(UTC)
 RETENTION_DAYS = 2557
 HOUR = 3600.0
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    return local_or_s3_storage(request, tmp_path)
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -48,21 +54,6 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     engine = make_engine(url)
     yield engine
     engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def fake_s3() -> Iterator[FakeS3]:
-    server = FakeS3().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["local", "s3"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    if request.param == "local":
-        return LocalStorage(tmp_path / "storage")
-    fake: FakeS3 = request.getfixturevalue("fake_s3")
-    return fake.storage(fake.create_bucket(), prefix="edujobs")
 
 
 def audit_rows(engine: Engine, *, old: int, young: int) -> list[dict[str, Any]]:
@@ -308,19 +299,7 @@ def test_a_dry_cleanup_changes_nothing_and_counts_what_the_cleanup_then_removes(
 ) -> None:
     storage = LocalStorage(tmp_path / "storage")
     old_and_new_rows(engine, old=timedelta(days=200))
-    stored = storage.put_bytes("reports/x/2026-01-01/old.json", b"{}")
-    with Session(engine) as session:
-        session.add(
-            Report(
-                kind="x",
-                format="json",
-                params_hash="h",
-                status="ready",
-                storage_uri=stored.url,
-                expires_at=NOW - timedelta(days=1),
-            )
-        )
-        session.commit()
+    expired_report(engine, storage)
     # A work directory and an upload temporary file abandoned by killed processes a day ago
     temp = tmp_path / "media-temp"
     workdir = temp / "edujobs-video-abandoned"
