@@ -38,6 +38,12 @@ NOW = datetime.now(UTC)
 RETENTION_DAYS = 2557
 HOUR = 3600.0
 
+#: Each database with one storage backend (both databases and both backends, in two runs).
+DATABASE_AND_STORAGE = pytest.mark.parametrize(
+    ("engine", "storage"), [("postgresql", "local"), ("sqlite", "s3")], indirect=True
+)
+SQLITE_ONLY = pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+
 
 @pytest.fixture(params=["local", "s3"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
@@ -103,6 +109,7 @@ def everything(engine: Engine, storage: Storage) -> dict[str, Any]:
 # -- audit-log retention ------------------------------------------------------------------------------
 
 
+@DATABASE_AND_STORAGE
 def test_audit_rows_past_retention_are_archived_checked_then_deleted_and_can_be_restored(
     engine: Engine, storage: Storage
 ) -> None:
@@ -220,6 +227,7 @@ class CorruptingStorage(LocalStorage):
         return self.put_bytes(key, gzip.compress(b'{"id": 1}\n'), content_type=content_type)
 
 
+@SQLITE_ONLY
 def test_a_file_that_does_not_read_back_as_written_deletes_nothing(engine: Engine, tmp_path: Path) -> None:
     audit_rows(engine, old=4, young=1)
     ids = table_ids(engine)
@@ -257,6 +265,7 @@ def media_files(engine: Engine, storage: Storage) -> tuple[int, int]:
     return ids
 
 
+@DATABASE_AND_STORAGE
 def test_files_of_deleted_assets_are_removed_once_past_the_grace_period(
     engine: Engine, storage: Storage
 ) -> None:
@@ -281,6 +290,7 @@ def test_files_of_deleted_assets_are_removed_once_past_the_grace_period(
     assert not any(key.startswith(f"media/{gone}/") for key in storage.list("media/"))
 
 
+@SQLITE_ONLY
 def test_the_grace_period_is_each_files_own_age(engine: Engine, tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "storage")
     _, gone = media_files(engine, storage)
@@ -342,6 +352,7 @@ def test_a_dry_archival_of_old_data_changes_nothing_and_names_the_files_it_would
     assert sorted(storage.list("archive/")) == sorted(done["files"])
 
 
+@SQLITE_ONLY
 def test_a_dry_backup_writes_none_and_counts_the_backups_it_would_prune(
     engine: Engine, tmp_path: Path
 ) -> None:
