@@ -9,6 +9,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -218,6 +221,44 @@ def test_an_archival_stopped_between_archive_and_delete_loses_and_duplicates_not
     else:
         assert rerun.recovered == 1 and rerun.archived == 1
         assert rerun.deleted == (1 if deleted_before_stop else 4)
+
+
+#: A process that archives in batches of 3 and is SIGKILLed once the 2nd batch's manifest is written,
+#: before its rows are deleted (no ``finally``, no rollback in Python: the process is gone).
+KILLED_RUN = """
+import os, signal, sys
+from store import audit_archive
+from store.db import make_engine
+from store.storage import LocalStorage
+
+def die(manifest):
+    if manifest.first_id != int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+audit_archive.archive_audit_logs(
+    make_engine(sys.argv[1]), LocalStorage(sys.argv[2]), retention_days=2557, batch_size=3, after_archive=die
+)
+"""
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_a_killed_archival_process_loses_and_duplicates_nothing(engine: Engine, tmp_path: Path) -> None:
+    old = audit_rows(engine, old=7, young=2)
+    young_ids = table_ids(engine)[7:]
+    root = tmp_path / "storage"
+    url = engine.url.render_as_string(hide_password=False)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, url, str(root), str(old[0]["id"])],
+        capture_output=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    storage = LocalStorage(root)
+    assert [m.state for m in audit_archive.manifests(storage)] == ["deleted", "archived"]
+    assert len(table_ids(engine)) == 2 + 4  # the 2nd batch's rows are still in the table
+    rerun = audit_archive.archive_audit_logs(engine, storage, retention_days=RETENTION_DAYS, batch_size=3)
+    assert (rerun.recovered, rerun.archived, rerun.deleted) == (1, 1, 4)
+    assert list(audit_archive.read(storage)) == old and table_ids(engine) == young_ids
 
 
 class CorruptingStorage(LocalStorage):
