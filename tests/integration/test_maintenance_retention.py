@@ -223,6 +223,43 @@ def test_an_archival_stopped_between_archive_and_delete_loses_and_duplicates_not
         assert rerun.deleted == (1 if deleted_before_stop else 4)
 
 
+@SQLITE_ONLY
+def test_the_cli_lists_the_archive_and_restores_it_audited(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from ops.cli import app
+
+    monkeypatch.setenv("EDUJOBS_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("EDUJOBS_STORAGE_URL", f"file:{tmp_path / 'storage'}")
+    get_storage.cache_clear()
+    old = audit_rows(engine, old=4, young=0)
+    audit_archive.archive_audit_logs(
+        engine, LocalStorage(tmp_path / "storage"), retention_days=RETENTION_DAYS, batch_size=3
+    )
+    runner = CliRunner()
+    listed = runner.invoke(app, ["audit-archive", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [(m["rows"], m["state"]) for m in json.loads(listed.output)] == [(3, "deleted"), (1, "deleted")]
+    month = f"{old[0]['at']:%Y-%m}"
+    one = runner.invoke(app, ["audit-archive", "list", "--month", month, "--json"])
+    assert [m["first_id"] for m in json.loads(one.output)] == [old[0]["id"]]
+    assert runner.invoke(app, ["audit-archive", "list", "--month", "2019"]).exit_code == 2
+    restored = runner.invoke(app, ["audit-archive", "restore", "--as", "dora", "--json"])
+    assert restored.exit_code == 0, restored.output
+    assert json.loads(restored.output) == {"month": None, "restored": 4, "by": "dora"}
+    get_storage.cache_clear()
+    with engine.connect() as connection:
+        rows = connection.execute(select(AuditLog.__table__).order_by(AuditLog.id)).mappings().all()
+    assert [dict(row) for row in rows[:4]] == old
+    assert (rows[4]["actor"], rows[4]["action"], rows[4]["details"]) == (
+        "dora",
+        "audit.restore",
+        {"restored": 4},
+    )
+
+
 #: A process that archives in batches of 3 and is SIGKILLed once the 2nd batch's manifest is written,
 #: before its rows are deleted (no ``finally``, no rollback in Python: the process is gone).
 KILLED_RUN = """
