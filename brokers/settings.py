@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     # dead letters older than dead_letter_ttl_days less this are archived to storage (daily)
     dead_letter_archive_margin_days: float = Field(default=2, ge=0, le=3650)
 
+    # audit_logs rows are kept this long (7 years, leap days included), then archived to storage
+    audit_retention_days: int = Field(default=2557, ge=365, le=36500)
+
     # a worker silent this long (no ledger heartbeat) is judged dead: its claims are recovered
     ledger_owner_timeout_seconds: float = Field(default=20.0, ge=1, le=600)
 

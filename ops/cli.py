@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from contracts.errors import ConfigurationError, EdujobsError
+from ops.cli_audit import audit_archive_app
 from ops.cli_common import AsJson, Operator, database, err, fail, parse_payload
 from ops.cli_deliveries import deliveries_app
 from ops.cli_dlq import dlq_app
@@ -37,6 +38,7 @@ app.add_typer(contracts_app, name="contracts")
 app.add_typer(queues_app, name="queues")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(deliveries_app, name="deliveries")
+app.add_typer(audit_archive_app, name="audit-archive")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(reports_app, name="reports")
 app.command("scheduler")(scheduler)

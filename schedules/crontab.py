@@ -75,6 +75,12 @@ CRONTAB: tuple[Schedule, ...] = (
         misfire="catch_up",
         description="Archive the dead letters about to expire from each Q.XQ to storage.",
     ),
+    Schedule(
+        "daily-orphan-media-cleanup",
+        "maintenance.clean_orphan_media",
+        "45 2 * * *",
+        description="Remove media files of deleted assets older than 24 hours; report files and bytes.",
+    ),
     # Daily, 08:00.
     Schedule(
         "daily-iep-review-reminders",
@@ -142,6 +148,12 @@ CRONTAB: tuple[Schedule, ...] = (
         "maintenance.archive_old_data",
         "0 4 1 * *",
         description="Move access logs, job records and deliveries older than a year to cold storage.",
+    ),
+    Schedule(
+        "monthly-audit-archive",
+        "maintenance.archive_audit_logs",
+        "30 4 1 * *",
+        description="Move audit rows past the retention (7 years) to storage, checked, then delete them.",
     ),
     Schedule(
         "monthly-health-summary",

@@ -69,6 +69,15 @@ class StoredObject:
     url: str
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object as a listing describes it: its key, size and when it was last written (epoch s)."""
+
+    key: str
+    size: int
+    modified: float
+
+
 def check_key(key: str) -> str:
     """Return ``key`` if it is a safe relative key, else raise ``InvalidKeyError``."""
     parts = key.split("/")
@@ -127,6 +136,11 @@ class Storage(ABC):
     def list(self, prefix: str = "") -> list[str]:
         """Every key starting with ``prefix``, sorted."""
 
+    @abstractmethod
+    def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, with size and modification time, in no
+        particular order, as the listing goes (nothing is held: for stores of any size)."""
+
     def local_path(self, key: str) -> Path | None:
         """The object's path on this machine, for tools that read files (ffmpeg); None if remote."""
         return None
@@ -141,9 +155,12 @@ class Storage(ABC):
         with self.open(key) as source:
             return source.read()
 
-    def remove_stale_temp_files(self, *, older_than_seconds: float, now: float | None = None) -> int:
+    def remove_stale_temp_files(
+        self, *, older_than_seconds: float, now: float | None = None, dry_run: bool = False
+    ) -> int:
         """Remove the temporary files of uploads abandoned longer than ``older_than_seconds`` ago
-        (by a process killed mid-upload); return how many. Nothing to do where uploads leave none."""
+        (by a process killed mid-upload); return how many (with ``dry_run``, how many would go,
+        removing none). Nothing to do where uploads leave none."""
         return 0
 
 
@@ -231,7 +248,9 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             raise ObjectNotFoundError(f"no object {key} in {self.root}") from None
 
-    def remove_stale_temp_files(self, *, older_than_seconds: float, now: float | None = None) -> int:
+    def remove_stale_temp_files(
+        self, *, older_than_seconds: float, now: float | None = None, dry_run: bool = False
+    ) -> int:
         # A killed process never reaches ``_atomic``'s ``finally``; its temporary file stays hidden
         # (``list`` skips it) but takes space. One still being written has a fresh modification time.
         cutoff = (time.time() if now is None else now) - older_than_seconds
@@ -243,7 +262,8 @@ class LocalStorage(Storage):
                 path = Path(directory, name)
                 try:
                     if path.lstat().st_mtime < cutoff:
-                        path.unlink()
+                        if not dry_run:
+                            path.unlink()
                         removed += 1
                 except FileNotFoundError:
                     continue  # its upload finished or failed meanwhile
@@ -252,20 +272,29 @@ class LocalStorage(Storage):
         return removed
 
     def list(self, prefix: str = "") -> list[str]:
+        return sorted(path.relative_to(self.root).as_posix() for path in self._walk(prefix))
+
+    def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        for path in self._walk(prefix):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # deleted since the walk saw it
+            yield ObjectInfo(path.relative_to(self.root).as_posix(), stat.st_size, stat.st_mtime)
+
+    def _walk(self, prefix: str) -> Iterator[Path]:
         check_prefix(prefix)
         # Walk only the directory the prefix names, not the whole store.
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not base.is_dir():
-            return []
-        keys = []
+            return
         for directory, _, files in os.walk(base):
             for name in files:
                 if name.startswith(".") and TEMP_MARKER in name:
                     continue  # an upload in progress (or abandoned by a killed process)
-                key = Path(directory, name).relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    keys.append(key)
-        return sorted(keys)
+                path = Path(directory, name)
+                if path.relative_to(self.root).as_posix().startswith(prefix):
+                    yield path
 
 
 class S3Storage(Storage):
@@ -354,13 +383,19 @@ class S3Storage(Storage):
         return int(head["ContentLength"])
 
     def list(self, prefix: str = "") -> list[str]:
+        return sorted(info.key for info in self.scan(prefix))
+
+    def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
         check_prefix(prefix)
-        keys = []
         with self._translated(prefix):
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-                keys += [item["Key"][len(self.prefix) :] for item in page.get("Contents", [])]
-        return sorted(keys)
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(
+                        item["Key"][len(self.prefix) :],
+                        int(item["Size"]),
+                        item["LastModified"].timestamp(),
+                    )
 
     @contextmanager
     def _translated(self, key: str) -> Iterator[None]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from PIL import Image
 
-from store.storage import S3Storage
+from store.storage import LocalStorage, S3Storage, Storage
 
 
 @dataclass(frozen=True)
@@ -261,3 +261,12 @@ class FakeS3:
         name = f"edujobs-test-{uuid.uuid4().hex[:12]}"
         self.storage(name).client.create_bucket(Bucket=name)
         return name
+
+
+def local_or_s3_storage(request: Any, tmp_path: Path) -> Storage:
+    """The storage of a test parametrized ``["local", "s3"]``: a directory of ``tmp_path``, or a new
+    bucket of the module's ``fake_s3`` fixture (under the ``edujobs`` prefix)."""
+    if request.param == "local":
+        return LocalStorage(tmp_path / "storage")
+    fake: FakeS3 = request.getfixturevalue("fake_s3")
+    return fake.storage(fake.create_bucket(), prefix="edujobs")

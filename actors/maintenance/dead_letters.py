@@ -66,10 +66,13 @@ def archive_dead_letters(
     now_ms: int | None = None,
     batch: int = BATCH,
     after_write: Callable[[str], None] | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Archive the dead letters of each queue older than ``ttl_ms - margin_ms``, then remove them
     from ``Q.XQ``; return per queue how many and which files. ``after_write`` is called with each
-    file's key between its write and the removal of its letters (tests interrupt a run there)."""
+    file's key between its write and the removal of its letters (tests interrupt a run there).
+    With ``dry_run``, count the letters it would archive, write nothing and remove none (every
+    letter read goes back in place when the run's channel closes)."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     threshold = max(ttl_ms - margin_ms, 0)
     try:
@@ -80,7 +83,7 @@ def archive_dead_letters(
     try:
         for queue in queues:
             result = QueueArchive(queue)
-            _archive_queue(connection.channel(), storage, result, now, threshold, batch, after_write)
+            _archive_queue(connection.channel(), storage, result, now, threshold, batch, after_write, dry_run)
             results.append(result)
     except pika.exceptions.AMQPError as e:
         raise ArchiveError(f"RabbitMQ failed during the archival ({type(e).__name__}: {e})") from None
@@ -88,9 +91,10 @@ def archive_dead_letters(
         with contextlib.suppress(Exception):  # closing returns every letter not archived
             connection.close()
     for result in results:
-        if result.archived:
+        if result.archived and not dry_run:
             logger.info("Archived %d dead letters of %s to %s.", result.archived, result.queue, result.files)
     return {
+        "dry_run": dry_run,
         "threshold_days": threshold / 86_400_000,
         "archived": sum(r.archived for r in results),
         "queues": {r.queue: {"archived": r.archived, "files": r.files} for r in results},
@@ -105,6 +109,7 @@ def _archive_queue(
     threshold: int,
     batch: int,
     after_write: Callable[[str], None] | None,
+    dry_run: bool = False,
 ) -> None:
     xq = dead_letter_queue(result.queue)
     held: list[tuple[int, archive.ArchivedLetter]] = []
@@ -122,6 +127,9 @@ def _archive_queue(
         if arrived_ms is not None and now - arrived_ms < threshold:
             result.kept += 1
             break  # first in, first out: every letter behind this one is younger
+        if dry_run:
+            result.archived += 1  # left unacknowledged: it goes back when the channel closes
+            continue
         headers = properties.headers if isinstance(properties.headers, dict) else {}
         letter = archive.archived_letter(
             result.queue, body, headers, properties.priority, properties.timestamp, now

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, delete, select
+from sqlalchemy import ColumnElement, Engine, Table, delete, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -51,55 +51,65 @@ def run_cleanup(
     fire_days: int = 180,
     now: datetime | None = None,
     media_temp_dir: str | None = None,
+    dry_run: bool = False,
 ) -> dict[str, int]:
-    """Delete what has outlived its use; returns how many rows (and report files) went.
+    """Delete what has outlived its use; returns how many rows (and report files) went. With
+    ``dry_run``, returns how many would go and deletes nothing.
 
     Also sweeps the temporary files killed workers left (``sweep_stale_temp_files``): media work
     directories under ``media_temp_dir`` (by default as configured, ``EDUJOBS_MEDIA_TEMP_DIR``).
     """
     at = now or datetime.now(UTC)
+    cleaned: tuple[tuple[str, Any, ColumnElement[bool]], ...] = (
+        (
+            "job_records",
+            JobRecord,
+            JobRecord.state.in_(FINISHED_JOB_STATES) & (JobRecord.updated_at < at - timedelta(days=job_days)),
+        ),
+        (
+            "deliveries",
+            Delivery,
+            (Delivery.status != "pending") & (Delivery.completed_at < at - timedelta(days=delivery_days)),
+        ),
+        (
+            "digest_events",
+            DigestEvent,
+            DigestEvent.digested_at.is_not(None)
+            & (DigestEvent.digested_at < at - timedelta(days=event_days)),
+        ),
+        ("schedule_fires", ScheduleFire, ScheduleFire.fire_time < at - timedelta(days=fire_days)),
+    )
     counts: dict[str, int] = {}
     with engine.begin() as connection:
-        counts["job_records"] = connection.execute(
-            delete(JobRecord).where(
-                JobRecord.state.in_(FINISHED_JOB_STATES), JobRecord.updated_at < at - timedelta(days=job_days)
-            )
-        ).rowcount
-        counts["deliveries"] = connection.execute(
-            delete(Delivery).where(
-                Delivery.status != "pending",
-                Delivery.completed_at < at - timedelta(days=delivery_days),
-            )
-        ).rowcount
-        counts["digest_events"] = connection.execute(
-            delete(DigestEvent).where(
-                DigestEvent.digested_at.is_not(None),
-                DigestEvent.digested_at < at - timedelta(days=event_days),
-            )
-        ).rowcount
-        counts["schedule_fires"] = connection.execute(
-            delete(ScheduleFire).where(ScheduleFire.fire_time < at - timedelta(days=fire_days))
-        ).rowcount
+        for name, model, condition in cleaned:
+            if dry_run:
+                counts[name] = (
+                    connection.scalar(select(func.count()).select_from(model).where(condition)) or 0
+                )
+            else:
+                counts[name] = connection.execute(delete(model).where(condition)).rowcount
     counts["expired_reports"] = 0
     with Session(engine) as session:
         expired = session.scalars(
             select(Report).where(Report.status == "ready", Report.expires_at < at)
         ).all()
         for report in expired:
+            counts["expired_reports"] += 1
+            if dry_run:
+                continue
             key = report.storage_key or storage_key(report.storage_uri)
             if key is not None:
                 with contextlib.suppress(ObjectNotFoundError):  # deleted already
                     storage.delete(key)
             report.status = "expired"
             report.storage_uri = report.storage_key = None
-            counts["expired_reports"] += 1
         session.commit()
     if media_temp_dir is None:
         from brokers.settings import get_settings
 
         media_temp_dir = get_settings().media_temp_dir
     # File ages are wall-clock: ``now`` (which tests move) must not make fresh files look stale.
-    sweep_stale_temp_files(storage, media_temp_dir)
+    counts |= sweep_stale_temp_files(storage, media_temp_dir, dry_run=dry_run)
     return counts
 
 
@@ -108,19 +118,21 @@ def sweep_stale_temp_files(
     media_temp_dir: str | None,
     *,
     older_than_seconds: float = STALE_TEMP_SECONDS,
+    dry_run: bool = False,
 ) -> dict[str, int]:
     """Remove the media work directories and the storage upload temporary files that a process
-    killed outright (no ``finally`` ran) left behind; return how many of each went."""
+    killed outright (no ``finally`` ran) left behind; return how many of each went (with
+    ``dry_run``, would go)."""
     at = time.time()
     counts = {
         "stale_media_workdirs": sweep_stale_workdirs(
-            media_temp_dir, older_than_seconds=older_than_seconds, now=at
+            media_temp_dir, older_than_seconds=older_than_seconds, now=at, dry_run=dry_run
         ),
         "stale_upload_temp_files": storage.remove_stale_temp_files(
-            older_than_seconds=older_than_seconds, now=at
+            older_than_seconds=older_than_seconds, now=at, dry_run=dry_run
         ),
     }
-    if any(counts.values()):
+    if any(counts.values()) and not dry_run:
         logger.info(
             "Removed %d stale media work directories and %d abandoned upload temporary files.",
             counts["stale_media_workdirs"],
@@ -146,9 +158,17 @@ def backup_database(
     keep_days: int = 30,
     now: datetime | None = None,
     run: Callable[..., subprocess.CompletedProcess[bytes]] = subprocess.run,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Back the database up into ``backups/<UTC date>/``; delete backups older than ``keep_days``."""
+    """Back the database up into ``backups/<UTC date>/``; delete backups older than ``keep_days``.
+    With ``dry_run``, neither: return how many backups would be pruned (and no key)."""
     at = now or datetime.now(UTC)
+    if dry_run:
+        return {
+            "key": None,
+            "bytes": 0,
+            "pruned": prune_backups(storage, keep_days=keep_days, now=at, dry_run=True),
+        }
     url = engine.url
     with tempfile.TemporaryDirectory(prefix="edujobs-backup-") as work:
         if url.get_backend_name() == "sqlite":
@@ -209,14 +229,16 @@ def _pg_dump(url: str, target: Path, run: Callable[..., subprocess.CompletedProc
         )
 
 
-def prune_backups(storage: Storage, *, keep_days: int, now: datetime) -> int:
-    """Delete backups whose date folder is older than ``keep_days``; return how many files went."""
+def prune_backups(storage: Storage, *, keep_days: int, now: datetime, dry_run: bool = False) -> int:
+    """Delete backups whose date folder is older than ``keep_days``; return how many files went
+    (with ``dry_run``, would go)."""
     cutoff = (now - timedelta(days=keep_days)).date().isoformat()
     pruned = 0
     for key in storage.list(BACKUP_PREFIX):
         day = key[len(BACKUP_PREFIX) :].split("/", 1)[0]
         if len(day) == 10 and day < cutoff:
-            storage.delete(key)
+            if not dry_run:
+                storage.delete(key)
             pruned += 1
     return pruned
 
@@ -239,11 +261,18 @@ ARCHIVED: tuple[tuple[str, Any, Callable[[datetime], Any]], ...] = (
 
 
 def archive_old_data(
-    engine: Engine, storage: Storage, *, days: int = 365, batch_size: int = 5000, now: datetime | None = None
+    engine: Engine,
+    storage: Storage,
+    *,
+    days: int = 365,
+    batch_size: int = 5000,
+    now: datetime | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Copy each table's rows older than ``days`` to ``archive/<table>/<date>/<table>-<n>.jsonl.gz``,
     then delete exactly those rows, batch by batch: a batch is deleted only once its file is stored,
-    so a crash loses nothing (at worst a batch is archived twice)."""
+    so a crash loses nothing (at worst a batch is archived twice). With ``dry_run``, count the rows
+    and list the files it would write, changing nothing."""
     at = now or datetime.now(UTC)
     cutoff = at - timedelta(days=days)
     result: dict[str, Any] = {"cutoff": cutoff.isoformat(), "files": []}
@@ -252,6 +281,13 @@ def archive_old_data(
         key_column = next(iter(table.primary_key.columns))
         moved = 0
         part = 0
+        if dry_run:
+            with engine.connect() as connection:
+                moved = connection.scalar(select(func.count()).select_from(table).where(older(cutoff))) or 0
+            parts = -(-moved // batch_size)
+            result["files"] += [_archive_key(name, at, part) for part in range(1, parts + 1)]
+            result[name] = moved
+            continue
         while True:
             with engine.connect() as connection:
                 rows = (
@@ -265,7 +301,7 @@ def archive_old_data(
                 break
             part += 1
             lines = b"".join(json.dumps(dict(row), default=str).encode() + b"\n" for row in rows)
-            key = f"{ARCHIVE_PREFIX}{name}/{at:%Y-%m-%d}/{name}-{at:%H%M%S}-{part:05d}.jsonl.gz"
+            key = _archive_key(name, at, part)
             storage.put_bytes(key, gzip.compress(lines), content_type="application/gzip")
             ids = [row[key_column.name] for row in rows]
             with engine.begin() as connection:
@@ -274,3 +310,7 @@ def archive_old_data(
             result["files"].append(key)
         result[name] = moved
     return result
+
+
+def _archive_key(table: str, at: datetime, part: int) -> str:
+    return f"{ARCHIVE_PREFIX}{table}/{at:%Y-%m-%d}/{table}-{at:%H%M%S}-{part:05d}.jsonl.gz"

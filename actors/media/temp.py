@@ -48,8 +48,11 @@ def workdir(temp_dir: str | None, kind: str, asset_id: int) -> Iterator[Path]:
             raise
 
 
-def sweep_stale_workdirs(temp_dir: str | None, *, older_than_seconds: float, now: float | None = None) -> int:
-    """Remove the media work directories not modified for ``older_than_seconds``; return how many.
+def sweep_stale_workdirs(
+    temp_dir: str | None, *, older_than_seconds: float, now: float | None = None, dry_run: bool = False
+) -> int:
+    """Remove the media work directories not modified for ``older_than_seconds``; return how many
+    (with ``dry_run``, how many would go, removing none).
 
     Age is the newest modification time of anything in the directory, so a job still writing its
     outputs is never swept, however long ago it started.
@@ -64,14 +67,15 @@ def sweep_stale_workdirs(temp_dir: str | None, *, older_than_seconds: float, now
             try:
                 if _newest_mtime(path) >= cutoff:
                     continue
-                shutil.rmtree(path)
+                if not dry_run:
+                    shutil.rmtree(path)
             except FileNotFoundError:
                 continue  # its own job removed it meanwhile
             except OSError:
                 logger.warning("Could not remove the stale media work directory %s.", path, exc_info=True)
                 continue
             removed += 1
-    if removed:
+    if removed and not dry_run:
         logger.info("Removed %d stale media work directories from %s.", removed, parent)
     return removed
 

@@ -22,7 +22,7 @@ from store.jobs import JobStore
 from store.migrate import upgrade
 from store.models import AccessLog, Delivery, Iep, JobRecord, Report, User
 from store.models_schedules import ScheduleFire
-from store.storage import LocalStorage
+from store.storage import LocalStorage, Storage
 
 NOW = datetime.now(UTC)
 
@@ -83,10 +83,8 @@ def old_and_new_rows(engine: Engine, *, old: timedelta) -> None:
         session.commit()
 
 
-def test_cleanup_deletes_only_what_outlived_its_use_and_expired_report_files(
-    engine: Engine, storage: LocalStorage
-) -> None:
-    old_and_new_rows(engine, old=timedelta(days=200))
+def expired_report(engine: Engine, storage: Storage) -> None:
+    """A ready report that expired yesterday, its file at ``reports/x/2026-01-01/old.json``."""
     stored = storage.put_bytes("reports/x/2026-01-01/old.json", b"{}")
     with Session(engine) as session:
         session.add(
@@ -99,6 +97,15 @@ def test_cleanup_deletes_only_what_outlived_its_use_and_expired_report_files(
                 expires_at=NOW - timedelta(days=1),
             )
         )
+        session.commit()
+
+
+def test_cleanup_deletes_only_what_outlived_its_use_and_expired_report_files(
+    engine: Engine, storage: LocalStorage
+) -> None:
+    old_and_new_rows(engine, old=timedelta(days=200))
+    expired_report(engine, storage)
+    with Session(engine) as session:
         session.add(
             ScheduleFire(
                 schedule="s",
@@ -116,6 +123,8 @@ def test_cleanup_deletes_only_what_outlived_its_use_and_expired_report_files(
         "digest_events": 0,
         "schedule_fires": 1,
         "expired_reports": 1,
+        "stale_media_workdirs": 0,
+        "stale_upload_temp_files": 0,
     }
     assert not storage.exists("reports/x/2026-01-01/old.json")
     with Session(engine) as session:

@@ -25,7 +25,7 @@ from store.storage import (
     open_storage,
     path_from_file_url,
 )
-from tests.media_fixtures import FakeS3
+from tests.media_fixtures import FakeS3, local_or_s3_storage
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +37,7 @@ def fake_s3() -> Iterator[FakeS3]:
 
 @pytest.fixture(params=["local", "s3"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    if request.param == "local":
-        return LocalStorage(tmp_path / "storage")
-    fake: FakeS3 = request.getfixturevalue("fake_s3")
-    return fake.storage(fake.create_bucket(), prefix="edujobs")
+    return local_or_s3_storage(request, tmp_path)
 
 
 def test_put_then_read_back(storage: Storage, tmp_path: Path) -> None:
