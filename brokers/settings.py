@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     # dead letters older than dead_letter_ttl_days less this are archived to storage (daily)
     dead_letter_archive_margin_days: float = Field(default=2, ge=0, le=3650)
 
+    # academics rules (actors.academics.service): an attendance intervention opens for a student
+    # absent on this many days within the last window_days days (the seed's 3 in 7)
+    intervention_absences: int = Field(default=3, ge=1, le=366)
+    intervention_window_days: int = Field(default=7, ge=1, le=366)
+
     # a worker silent this long (no ledger heartbeat) is judged dead: its claims are recovered
     ledger_owner_timeout_seconds: float = Field(default=20.0, ge=1, le=600)
 
