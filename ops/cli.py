@@ -276,7 +276,8 @@ def tokens_create(
         list[str],
         typer.Option(
             "--scope",
-            help="ops:read, ops:write, reports, reports:all, enqueue:<queue>, enqueue:* (repeatable)",
+            help="ops:read, ops:write, reports, reports:all, enqueue:<queue>, enqueue:*, events:publish, "
+            "events:publish:<event> (repeatable)",
         ),
     ],
     operator: Annotated[str | None, typer.Option("--as", help="Who creates it (audit log)")] = None,
