@@ -60,6 +60,9 @@ OPTION_SCHEMAS: dict[str, dict[str, Any]] = {
     "max_backoff": _integer(0, description="ms: override of the actor's max_backoff"),
     "not_before": _integer(0, description="ms since the epoch: a delayed message's due time"),
     "schedule": _text(200, "the schedule that fired it"),
+    "event": _text(200, "an event's name (event-message.schema.json only)"),
+    "event_id": _text(200, "an event's id (event-message.schema.json only)"),
+    "occurred_at": _integer(0, description="ms since the epoch: when an event happened (events only)"),
     "circuit_breaker": {
         "anyOf": [_PROVIDER, {"type": "array", "items": _PROVIDER, "minItems": 1, "maxItems": 8}],
         "description": "providers whose open circuit breaker delays the message",
@@ -140,7 +143,11 @@ def message_schema() -> dict[str, Any]:
             "actor_name": {"enum": list(contracts)},
             "args": {"type": "array", "maxItems": 0, "description": "always empty: arguments go in kwargs"},
             "kwargs": {"type": "object", "description": "the actor's contract: its own schema"},
-            "options": {"$ref": "#/$defs/options"},
+            "options": {
+                "$ref": "#/$defs/options",
+                # Events have a schema of their own (event-message.schema.json).
+                "not": {"anyOf": [{"required": ["event"]}, {"required": ["event_id"]}]},
+            },
             "message_id": {
                 "type": "string",
                 "minLength": 1,

@@ -144,18 +144,23 @@ def seed(
 def contracts_export(
     directory: Annotated[Path, typer.Argument(help="Where to write the schemas")], as_json: AsJson = False
 ) -> None:
-    """Write one JSON Schema per actor (``<actor name>.schema.json``) and the schema of the whole
-    message around them (``message.schema.json``, docs/wire-format.md)."""
+    """Write one JSON Schema per actor (``<actor name>.schema.json``), the schema of the whole
+    message around them (``message.schema.json``, docs/wire-format.md), one per event
+    (``event.<name>.schema.json``) and the whole event's (``event-message.schema.json``)."""
+    from contracts.event_schema import export_event_schemas
     from contracts.export import export_schemas
     from contracts.message_schema import export_message_schema
 
     written = export_schemas(directory)
     written.append(export_message_schema(directory))
+    events = export_event_schemas(directory)
     if as_json:
-        print(json.dumps({"directory": str(directory), "files": [str(p) for p in written]}))
+        print(json.dumps({"directory": str(directory), "files": [str(p) for p in written + events]}))
     else:
         console.print(
-            f"wrote {len(written) - 1} actor schemas and message.schema.json to {directory}", highlight=False
+            f"wrote {len(written) - 1} actor schemas, message.schema.json, {len(events) - 1} event schemas "
+            f"and event-message.schema.json to {directory}",
+            highlight=False,
         )
 
 
@@ -271,7 +276,8 @@ def tokens_create(
         list[str],
         typer.Option(
             "--scope",
-            help="ops:read, ops:write, reports, reports:all, enqueue:<queue>, enqueue:* (repeatable)",
+            help="ops:read, ops:write, reports, reports:all, enqueue:<queue>, enqueue:*, events:publish, "
+            "events:publish:<event> (repeatable)",
         ),
     ],
     operator: Annotated[str | None, typer.Option("--as", help="Who creates it (audit log)")] = None,
