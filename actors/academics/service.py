@@ -418,8 +418,8 @@ def record_course_grade(
                 {
                     "course": grade[4],
                     "assignment": grade[2],
-                    "score": round(grade.points, 2),
-                    "max_score": grade.max_points,
+                    "score": _number(grade.points),
+                    "max_score": _number(grade.max_points),
                     "course_percent": None if result is None else result.percent,
                     "course_letter": None if result is None else result.letter,
                 },
@@ -433,6 +433,12 @@ def record_course_grade(
         "uncategorised": 0 if result is None else result.uncategorised,
         "notified": told,
     }
+
+
+def _number(value: float) -> float | int:
+    """Points as a person reads them: 70, not 70.0; 17.5 stays."""
+    value = round(value, 2)
+    return int(value) if value.is_integer() else value
 
 
 def compute_course_grade(
