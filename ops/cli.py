@@ -121,6 +121,9 @@ def seed(
     graded_per_course: Annotated[
         int, typer.Option(min=1, max=60, help="Past, graded assignments per course (3 courses a student)")
     ] = 2,
+    attendance_only: Annotated[
+        bool, typer.Option("--attendance-only", help="Users, courses, enrollments and attendance only")
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Write deterministic demo data (courses, enrollments, grades, attendance, lesson views, payments)."""
@@ -129,7 +132,11 @@ def seed(
     started = time.perf_counter()
     try:
         summary = run_seed(
-            database(), students=students, seed=random_seed, graded_per_course=graded_per_course
+            database(),
+            students=students,
+            seed=random_seed,
+            graded_per_course=graded_per_course,
+            attendance_only=attendance_only,
         )
     except EdujobsError as e:  # already seeded, or not migrated: say what to do
         raise fail(str(e), 1) from None
