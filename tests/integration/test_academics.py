@@ -5,6 +5,7 @@ rerun (or a redelivered event) changes nothing."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -535,3 +536,43 @@ def test_a_course_without_categories_weighs_its_assignments_by_their_weight(engi
         engine, Outbox(), "n1", grade_id=11, user_id=3, course_id=11, now=NOW
     )
     assert (result["percent"], result["letter"], result["graded"]) == (70.0, "C", 2)  # (100 + 3 x 60) / 4
+
+
+def test_one_event_delivered_to_two_workers_at_once_counts_once(engine: Engine) -> None:
+    # Two deliveries of each event run at the same moment (a redelivery racing the first attempt)
+    day = TODAY - timedelta(days=1)
+    barrier = threading.Barrier(2)
+    results: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+
+    def deliver(event_id: str, user_id: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results.append(
+                service.apply_attendance_mark(
+                    engine,
+                    Outbox(),
+                    event_id,
+                    user_id=user_id,
+                    course_id=10,
+                    day=day,
+                    status="absent",
+                    previous_status=None,
+                    rule=AttendanceRule(3, 7),
+                    today=TODAY,
+                )
+            )
+        except BaseException as e:
+            errors.append(e)
+
+    for n, user_id in enumerate((2, 3, 4)):
+        threads = [threading.Thread(target=deliver, args=(f"race-{n}", user_id)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert errors == []
+    assert sorted(r["duplicate"] for r in results) == [False] * 3 + [True] * 3
+    with Session(engine) as session:
+        row = session.scalars(select(AttendanceRollup)).one()
+    assert (row.present, row.absent) == (0, 3)
