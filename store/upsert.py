@@ -52,6 +52,22 @@ def _insert_if_absent(dialect: str, table: Table, keys: tuple[str, ...], index_w
     )
 
 
+def insert_many_if_absent(
+    connection: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    keys: Sequence[str],
+    index_where: str | None = None,
+) -> list[Any]:
+    """``insert_if_absent`` for many rows in one statement (SQLAlchemy's "insert many values"):
+    the ``keys[0]`` of each row this call inserted, in no particular order."""
+    if not rows:
+        return []
+    statement = _insert_if_absent(connection.dialect.name, table, tuple(keys), index_where)
+    return list(connection.execute(statement, [dict(row) for row in rows]).scalars())
+
+
 def upsert(
     connection: Connection,
     table: Table,

@@ -38,7 +38,7 @@ from store.models import (
     ProcessedEvent,
     User,
 )
-from store.upsert import insert_if_absent, upsert
+from store.upsert import insert_if_absent, insert_many_if_absent, upsert
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ ATTENDANCE_REASON = "attendance"
 INTERVENTION_TIER = 2
 INTERVENTION_STRATEGIES = ("Daily check-in", "Parent contact", "Attendance contract")
 ROLLUP_KINDS = ("present", "absent", "late", "excused")
+#: Interventions the nightly detection opens per transaction.
+OPEN_BATCH = 500
 #: The handlers' names in ``processed_events`` (their actors' names).
 GRADE_HANDLER = "academics.on_grade_updated"
 ATTENDANCE_HANDLER = "academics.on_attendance_marked"
@@ -112,14 +114,16 @@ def detect_attendance_interventions(
         at_risk = _absent_days(connection, rule, first, last)
         already = set(connection.scalars(_open_attendance_interventions())) & at_risk.keys()
     counts["students_at_risk"], counts["already_open"] = len(at_risk), len(already)
-    for user_id in sorted(at_risk.keys() - already):
+    students = sorted(at_risk.keys() - already)
+    for start in range(0, len(students), OPEN_BATCH):
+        # A transaction per batch: one insert, one commit for many. A failure rolls the batch back;
+        # the retry opens it again and its notifications carry the same keys.
+        batch = {user_id: at_risk[user_id] for user_id in students[start : start + OPEN_BATCH]}
         with engine.begin() as connection:
-            opened = _open_intervention(connection, notify, user_id, at_risk[user_id], rule, first, last)
-        if opened is None:
-            counts["already_open"] += 1
-            continue
-        counts["opened"] += 1
-        counts["notified"] += opened[1]
+            opened = _open_interventions(connection, notify, batch, rule, first, last)
+        counts["already_open"] += len(batch) - len(opened)
+        counts["opened"] += len(opened)
+        counts["notified"] += sum(opened.values())
     return counts
 
 
@@ -134,8 +138,15 @@ def check_attendance_intervention(
     absent = _absent_days(connection, rule, first, last, user_id=user_id)
     if user_id not in absent:
         return None
-    opened = _open_intervention(connection, notify, user_id, absent[user_id], rule, first, last)
-    return None if opened is None else opened[0]
+    if not _open_interventions(connection, notify, absent, rule, first, last):
+        return None
+    return int(
+        connection.execute(
+            _open_attendance_interventions()
+            .with_only_columns(Intervention.id)
+            .where(Intervention.user_id == user_id)
+        ).scalar_one()
+    )
 
 
 def _open_attendance_interventions() -> Select[Any]:
@@ -160,80 +171,87 @@ def _absent_days(
     return {user: int(count) for user, count in connection.execute(statement)}
 
 
-def _open_intervention(
+def _open_interventions(
     connection: Connection,
     notify: Notify,
-    user_id: int,
-    days: int,
+    absent: dict[int, int],
     rule: AttendanceRule,
     first: date,
     last: date,
-) -> tuple[int, bool] | None:
-    """Open the student's tier-2 attendance intervention (unless one is open: None) and tell the
-    instructor of the course they missed most, before the caller commits: a failed commit rolls the
-    intervention back and its retry notifies under the same key (the student and the window's last
-    day), which ``notify_user``'s ledger turns into one message. Returns its id and whether someone
-    was told (not when the course has no instructor)."""
+) -> dict[int, bool]:
+    """Open a tier-2 attendance intervention for each student of ``absent`` (id: days absent) who has
+    none open, on the course they missed most, in one statement, and tell each course's instructor,
+    before the caller commits: a failed commit rolls the interventions back and the retry notifies
+    under the same keys (the student and the window's last day), which ``notify_user``'s ledger
+    turns into one message each. Returns the students it opened one for: whether someone was told
+    (not when the course has no instructor). A student whose intervention a concurrent run or
+    handler opened a moment ago is skipped (the partial unique index)."""
+    if not absent:
+        return {}
+    users = sorted(absent)
     misses = func.count().label("misses")
-    worst = connection.execute(
-        select(Attendance.course_id, misses)
+    worst: dict[int, int] = {}
+    for user_id, course_id, _ in connection.execute(
+        select(Attendance.user_id, Attendance.course_id, misses)
         .where(
-            Attendance.user_id == user_id,
+            Attendance.user_id.in_(users),
             Attendance.day.between(first, last),
             Attendance.status == "absent",
         )
-        .group_by(Attendance.course_id)
-        .order_by(misses.desc(), Attendance.course_id)
-        .limit(1)
-    ).first()
-    course_id = worst.course_id if worst else None
-    summary = f"{days} absences in the last {rule.window_days} days"
-    inserted = insert_if_absent(
-        connection,
-        _table(Intervention),
+        .group_by(Attendance.user_id, Attendance.course_id)
+        .order_by(Attendance.user_id, misses.desc(), Attendance.course_id)
+    ):
+        worst.setdefault(user_id, course_id)
+    now = datetime.now(UTC)
+    rows = [
         {
             "user_id": user_id,
-            "course_id": course_id,
+            "course_id": worst.get(user_id),
             "tier": INTERVENTION_TIER,
             "reason": ATTENDANCE_REASON,
             "status": "open",
-            "opened_at": datetime.now(UTC),
+            "opened_at": now,
             "strategies": list(INTERVENTION_STRATEGIES),
-            "summary": summary,
-        },
-        keys=["user_id", "reason"],
-        index_where="status = 'open'",
+            "summary": f"{absent[user_id]} absences in the last {rule.window_days} days",
+        }
+        for user_id in users
+    ]
+    opened = set(
+        insert_many_if_absent(
+            connection, _table(Intervention), rows, keys=["user_id", "reason"], index_where="status = 'open'"
+        )
     )
-    if not inserted:
-        return None  # opened a moment ago by a concurrent run or handler
-    intervention_id = int(
-        connection.execute(_open_attendance_interventions().with_only_columns(Intervention.id).where(
-            Intervention.user_id == user_id
-        )).scalar_one()
-    )  # fmt: skip
-    row = connection.execute(
-        select(User.name, Course.title, Course.instructor_id)
-        .select_from(User)
-        .outerjoin(Course, Course.id == course_id)
-        .where(User.id == user_id)
-    ).first()
-    if row is None or row.instructor_id is None:
-        logger.warning("Attendance intervention %s: no course instructor to tell.", intervention_id)
-        return intervention_id, False
-    notify(
-        row.instructor_id,
-        "attendance_intervention",
-        {
-            "student_name": row.name,
-            "absences": days,
-            "window_days": rule.window_days,
-            "tier": INTERVENTION_TIER,
-            "course": row.title or "",
-            "strategies": list(INTERVENTION_STRATEGIES),
-        },
-        f"attendance-intervention:{user_id}:{last.isoformat()}",
+    told: dict[int, bool] = {}
+    recipients = connection.execute(
+        select(User.id, User.name, Course.title, Course.instructor_id)
+        .join(Intervention, Intervention.user_id == User.id)
+        .outerjoin(Course, Course.id == Intervention.course_id)
+        .where(
+            User.id.in_(sorted(opened)),
+            Intervention.reason == ATTENDANCE_REASON,
+            Intervention.status == "open",
+        )
+        .order_by(User.id)
     )
-    return intervention_id, True
+    for user_id, name, course, instructor_id in recipients:
+        told[user_id] = instructor_id is not None
+        if instructor_id is None:
+            logger.warning("Attendance intervention of student %s: no course instructor to tell.", user_id)
+            continue
+        notify(
+            instructor_id,
+            "attendance_intervention",
+            {
+                "student_name": name,
+                "absences": absent[user_id],
+                "window_days": rule.window_days,
+                "tier": INTERVENTION_TIER,
+                "course": course or "",
+                "strategies": list(INTERVENTION_STRATEGIES),
+            },
+            f"attendance-intervention:{user_id}:{last.isoformat()}",
+        )
+    return told
 
 
 def apply_attendance_mark(

@@ -576,3 +576,25 @@ def test_one_event_delivered_to_two_workers_at_once_counts_once(engine: Engine) 
     with Session(engine) as session:
         row = session.scalars(select(AttendanceRollup)).one()
     assert (row.present, row.absent) == (0, 3)
+
+
+def test_opening_skips_a_student_whose_intervention_was_opened_a_moment_ago(engine: Engine) -> None:
+    # As when the nightly run and a handler reach the same students at once
+    mark(engine, 3, 10, ["absent"] * 3, TODAY)
+    mark(engine, 4, 11, ["absent"] * 3, TODAY)
+    with Session(engine) as session:
+        session.add(Intervention(user_id=3, tier=2, reason="attendance"))
+        session.commit()
+    outbox = Outbox()
+    rule = AttendanceRule(3, 7)
+    with engine.begin() as connection:
+        told = service._open_interventions(connection, outbox, {3: 3, 4: 3}, rule, *rule.window(TODAY))
+    assert told == {4: True}
+    assert [(to, context["student_name"], context["course"]) for to, _, context, _ in outbox.sent] == [
+        (1, "Grace Hopper", "Physics")
+    ]
+    with Session(engine) as session:
+        assert sorted((i.user_id, i.course_id) for i in session.scalars(select(Intervention))) == [
+            (3, None),
+            (4, 11),
+        ]
