@@ -4,7 +4,8 @@
 students an instructor, per 25 a course (at least 2), 5 lessons and 4 assignments per course (two
 already due and graded), each student in 3 courses, 30 school days (weekdays) of attendance per
 enrollment (mostly present; about 3% of students are often absent, to give the academics jobs
-something to find), IEPs for 2% of students, and a payment for each enrollment in a paid course.
+something to find), IEPs for 2% of students (a year long, some due for review in exactly 30, 60 or
+90 days), and a payment for each enrollment in a paid course.
 Student ``n`` has id ``n`` and email ``student{n}@example.edu``.
 
 For the analytics reports: an enrolment at 90% progress or more is ``completed``, at 4% or less
@@ -340,10 +341,10 @@ class _Seeder:
         rng = self.rng
         for user_id in range(1, self.students + 1):
             if rng.random() < IEP_SHARE:
-                # Some start exactly 30, 60 or 90 days ago: today's IEP reminders have work to do.
-                starts_on = self.today - timedelta(days=rng.choice((30, 60, 90, rng.randint(1, 200))))
+                # Some reviews fall due in exactly 30, 60 or 90 days: today's IEP reminders have work.
+                review_due_on = self.today + timedelta(days=rng.choice((30, 60, 90, rng.randint(1, 200))))
                 coordinator = self.students + 1 + rng.randrange(self.instructors)
-                yield (user_id, coordinator, starts_on, starts_on + timedelta(days=365))
+                yield (user_id, coordinator, review_due_on - timedelta(days=365), review_due_on)
 
     def _payments(self) -> Iterator[Sequence[Any]]:
         for user_id, course, enrolled_at in self.enrollments:

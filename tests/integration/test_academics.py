@@ -38,6 +38,7 @@ from store.models import (
     ProcessedEvent,
     User,
 )
+from store.seed import seed
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TODAY = NOW.date()
@@ -598,3 +599,16 @@ def test_opening_skips_a_student_whose_intervention_was_opened_a_moment_ago(engi
             (3, None),
             (4, 11),
         ]
+
+
+def test_the_seeds_ieps_give_todays_reminders_work(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'seeded.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    seed(engine, students=500, seed=42, today=TODAY)
+    with Session(engine) as session:
+        due_in = [(iep.review_due_on - TODAY).days for iep in session.scalars(select(Iep))]
+    outbox = Outbox()
+    counts = service.send_iep_review_reminders(engine, outbox, milestones=[90, 60, 30], as_of=TODAY)
+    assert counts["reminded"] == len(outbox.sent) == sum(days in (30, 60, 90) for days in due_in) > 0
+    engine.dispose()
