@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from brokers.client import Client
+from brokers.queue_stats import QueueStatsCollector, QueueStatsReader
 from brokers.settings import Settings
 from brokers.stack import build_broker
 from brokers.topology import ALL_QUEUES, DOMAIN_QUEUES
@@ -25,6 +26,7 @@ from tests.services import management_get
 from tests.worker import wait_until
 
 KEY = b"test-signing-key"
+MANAGEMENT = "http://guest:guest@127.0.0.1:15672"
 
 
 def _vhost(url: str) -> str:
@@ -63,6 +65,13 @@ def test_each_handler_has_a_queue_like_a_domain_bound_to_its_events(topology: st
         assert dead["arguments"]["x-message-ttl"] == 3 * 86_400_000
         assert queues[f"{handler}.park"]["arguments"]["x-dead-letter-routing-key"] == f"{handler}.DQ"
     assert queues[UNROUTED_QUEUE]["durable"]
+    # ...and the pools' metrics report the handler queues beside the domains'
+    collector = QueueStatsCollector(
+        QueueStatsReader(management_url=MANAGEMENT, vhost=urllib.parse.unquote(vhost))
+    )
+    depths = next(m for m in collector.collect() if m.name == "edujobs_queue_messages")
+    reported = {sample.labels["queue"] for sample in depths.samples}
+    assert set(ALL_QUEUES) <= reported and "notifications.on_user_created" in reported
 
 
 def test_one_published_event_lands_once_in_every_bound_handler_queue(topology: str) -> None:
