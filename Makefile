@@ -95,6 +95,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.media
 	$(BIN)/python -m bench.notifications
+	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.jobs_query
 	$(BIN)/python -m bench.reports
 	$(BIN)/python -m bench.interventions

@@ -23,7 +23,7 @@ from contracts.events import (
     all_events,
     handlers_of,
 )
-from contracts.message_schema import OPTION_SCHEMAS
+from contracts.message_schema import MESSAGE_FIELDS, OPTION_SCHEMAS
 from contracts.signing import MAX_SAFE_INTEGER, SIGNATURE_OPTION
 
 EVENT_MESSAGE_ID = "edujobs:event-message"
@@ -45,15 +45,7 @@ def event_message_schema() -> dict[str, Any]:
     }
     body = {
         "type": "object",
-        "required": [
-            "queue_name",
-            "actor_name",
-            "args",
-            "kwargs",
-            "options",
-            "message_id",
-            "message_timestamp",
-        ],
+        "required": list(MESSAGE_FIELDS),
         "additionalProperties": False,
         "properties": {
             "queue_name": {"const": EVENTS_EXCHANGE},

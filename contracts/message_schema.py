@@ -28,6 +28,8 @@ from contracts.registry import all_contracts
 from contracts.signing import MAX_SAFE_INTEGER, SIGNATURE_OPTION, STATE_OPTIONS, STATE_SIGNATURE_OPTION
 
 SCHEMA_ID = "edujobs:message"
+#: Dramatiq's message fields, every one required.
+MESSAGE_FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id", "message_timestamp")
 DELAY_SUFFIX = ".DQ"
 
 
@@ -124,15 +126,7 @@ def message_schema() -> dict[str, Any]:
         "type": "object",
         "description": "Dramatiq's message, UTF-8 JSON (at most EDUJOBS_MAX_PAYLOAD_BYTES, 256 KiB by "
         "default); a missing or extra field, or one of another type, is dead-lettered (undecodable).",
-        "required": [
-            "queue_name",
-            "actor_name",
-            "args",
-            "kwargs",
-            "options",
-            "message_id",
-            "message_timestamp",
-        ],
+        "required": list(MESSAGE_FIELDS),
         "additionalProperties": False,
         "properties": {
             "queue_name": {

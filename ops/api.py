@@ -47,7 +47,7 @@ from sqlalchemy import Engine
 
 from brokers.client import Client, PublishError
 from brokers.queue_stats import QueueStatsCollector, QueueStatsReader, vhost_of
-from brokers.topology import DOMAIN_QUEUES
+from brokers.topology import ALL_QUEUES
 from contracts.errors import EdujobsError, UnknownActorError
 from contracts.registry import all_contracts, get_contract
 from ops import queues as ops_queues
@@ -94,7 +94,7 @@ def create_app(
     rabbitmq_url: str,
     engine: Engine,
     client: Client,
-    queues: tuple[str, ...] = DOMAIN_QUEUES,
+    queues: tuple[str, ...] = ALL_QUEUES,
     management_url: str | None = None,
     crontab: Sequence[Schedule] = CRONTAB,
     schedule_timezone: str = "UTC",

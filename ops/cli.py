@@ -20,6 +20,7 @@ from contracts.errors import ConfigurationError, EdujobsError
 from ops.cli_common import AsJson, Operator, database, err, fail, parse_payload
 from ops.cli_deliveries import deliveries_app
 from ops.cli_dlq import dlq_app
+from ops.cli_events import events
 from ops.cli_overview import jobs_list, workers
 from ops.cli_queues import queues_app
 from ops.cli_reports import reports_app
@@ -32,6 +33,7 @@ jobs_app = typer.Typer(help="Jobs: state, progress, errors.", no_args_is_help=Tr
 app.add_typer(jobs_app, name="jobs")
 jobs_app.command("list")(jobs_list)
 app.command("workers")(workers)
+app.command("events")(events)
 app.add_typer(db_app, name="db")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(queues_app, name="queues")

@@ -240,3 +240,32 @@ def test_an_event_no_handler_is_bound_to_is_kept_in_events_unrouted(setup: Setup
     kept = take(setup.url, UNROUTED_QUEUE, before + 1)[-1].message()
     assert kept["message_id"] == event_id
     assert kept["options"]["event"] == "testing.nobody_listens"
+
+
+def test_a_requeued_dead_handler_run_goes_back_to_that_handler_only(setup: Setup) -> None:
+    from contracts.signing import Keyring
+    from ops.dlq import DeadLetters, Selection
+
+    failing = "testing.on_user_created_failing"
+    dead_letters = DeadLetters(setup.url, queues=(failing,), keyring=Keyring(KEY))
+
+    def letter_of(event_id: str) -> list[str]:
+        return [
+            letter.id
+            for letter in dead_letters.read(failing)
+            if (letter.message or {}).get("options", {}).get("event_id") == event_id
+        ]
+
+    # Given an event whose failing handler gave up on it (2 attempts), the other handlers done
+    event_id = setup.client.publish_event("user.created", {"user_id": ADA})
+    wait_until(lambda: letter_of(event_id), what="the failing handler's dead letter")
+    assert recorded(setup.key).count(f"fail:{event_id}") == 2
+    # When an operator requeues that dead letter
+    result = dead_letters.requeue(failing, Selection(ids=frozenset(letter_of(event_id))))
+    assert result.count == 1
+    # Then it runs again in that handler only (verified: its signature held), and dies again
+    wait_until(lambda: recorded(setup.key).count(f"fail:{event_id}") == 4, what="two more attempts")
+    wait_until(lambda: letter_of(event_id), what="the dead letter back after its new attempts")
+    [again] = [letter for letter in dead_letters.read(failing) if letter.id in letter_of(event_id)]
+    assert again.headers["x-edujobs-reason"] == "retries_exhausted"
+    assert recorded(setup.key).count(f"record:user.created:{event_id}:{ADA}") == 1

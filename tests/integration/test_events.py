@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from brokers.client import Client
+from brokers.queue_stats import QueueStatsCollector, QueueStatsReader
 from brokers.settings import Settings
 from brokers.stack import build_broker
-from brokers.topology import DOMAIN_QUEUES
+from brokers.topology import ALL_QUEUES, DOMAIN_QUEUES
 from contracts.events import EVENTS_EXCHANGE, UNROUTED_QUEUE, handler_queues
 from contracts.priorities import MAX_PRIORITY
 from ops.api import create_app
@@ -21,8 +23,10 @@ from store import audit, tokens
 from tests.amqp import depth, take
 from tests.integration.test_dlq import engine  # noqa: F401  (fixture)
 from tests.services import management_get
+from tests.worker import wait_until
 
 KEY = b"test-signing-key"
+MANAGEMENT = "http://guest:guest@127.0.0.1:15672"
 
 
 def _vhost(url: str) -> str:
@@ -61,6 +65,13 @@ def test_each_handler_has_a_queue_like_a_domain_bound_to_its_events(topology: st
         assert dead["arguments"]["x-message-ttl"] == 3 * 86_400_000
         assert queues[f"{handler}.park"]["arguments"]["x-dead-letter-routing-key"] == f"{handler}.DQ"
     assert queues[UNROUTED_QUEUE]["durable"]
+    # ...and the pools' metrics report the handler queues beside the domains'
+    collector = QueueStatsCollector(
+        QueueStatsReader(management_url=MANAGEMENT, vhost=urllib.parse.unquote(vhost))
+    )
+    depths = next(m for m in collector.collect() if m.name == "edujobs_queue_messages")
+    reported = {sample.labels["queue"] for sample in depths.samples}
+    assert set(ALL_QUEUES) <= reported and "notifications.on_user_created" in reported
 
 
 def test_one_published_event_lands_once_in_every_bound_handler_queue(topology: str) -> None:
@@ -133,3 +144,53 @@ def test_publishing_an_event_over_http_needs_its_scope_and_is_audited(
     )
     assert ok.status_code == 202
     assert depth(topology, "notifications.on_iep_created") == 1
+
+
+def test_edujobs_events_lists_handlers_bindings_backlog_and_unrouted_and_health_says_why(
+    edujobs_env: dict[str, str],
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from ops.cli import app
+    from tests.amqp import publish
+
+    url = edujobs_env["EDUJOBS_RABBITMQ_URL"]
+    # Before anything is declared, health says the exchange is missing and what to run
+    checks = json.loads(CliRunner().invoke(app, ["health", "--workers", "--json"]).stdout)
+    assert "edujobs queues declare" in checks["events"]
+    # Given the topology declared, one user.created waiting for its handler, one event nobody handles
+    broker = build_broker(Settings(rabbitmq_url=url))
+    broker.declare_topology(ALL_QUEUES)
+    broker.close()
+    client = Client(url, signing_key=KEY)
+    try:
+        client.publish_event("user.created", {"user_id": 7})
+    finally:
+        client.close()
+    publish(url, "course.archived", {"not": "handled"}, exchange=EVENTS_EXCHANGE)
+
+    # When an operator runs edujobs events (RabbitMQ's figures lag by its statistics interval)
+    def view() -> dict[str, Any]:
+        result = CliRunner().invoke(app, ["events", "--json"])
+        assert result.exit_code == 0, result.output
+        return dict(json.loads(result.stdout))
+
+    def welcome() -> dict[str, Any]:
+        by_event = {e["event"]: e["handlers"] for e in view()["events"]}
+        [handler] = by_event["user.created"]
+        return dict(handler)
+
+    wait_until(lambda: welcome()["ready"] == 1 and view()["unrouted"] == 1, what="the figures of both events")
+    # Then each event shows its handlers, bound, with their backlog, and the unrouted count
+    assert welcome()["handler"] == "notifications.on_user_created"
+    assert (welcome()["bound"], welcome()["consumers"], welcome()["dead"]) == (True, 0, 0)
+    assert view()["bindings"]["notifications.on_iep_created"] == ["iep.created"]
+    assert view()["exchange"] is True
+    # And health names the unrouted event and the handler queues without a worker
+    checks = json.loads(CliRunner().invoke(app, ["health", "--workers", "--json"]).stdout)
+    assert "1 events no handler was bound to wait in events.unrouted" in checks["events"]
+    assert "notifications.on_user_created" in checks["workers"]
+    table = CliRunner().invoke(app, ["events"])
+    assert table.exit_code == 0 and "no handler bound): 1" in table.stdout
