@@ -95,8 +95,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.media
 	$(BIN)/python -m bench.notifications
+	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.jobs_query
 	$(BIN)/python -m bench.reports
+	$(BIN)/python -m bench.interventions
 
 ## chaos: the fault harness: N send_email (default 10,000) drained while workers are SIGKILLed, their
 ## connections closed, RabbitMQ bounced and Redis stopped (its own RabbitMQ node and Redis; bench/chaos.py)

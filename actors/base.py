@@ -8,6 +8,9 @@ A job cancelled while it runs (``edujobs jobs cancel``) stops at its next progre
 ``report_progress`` raises ``ProcessingCancelledError`` (``contracts.errors``), and the decorator
 turns that into a normal return, so the message is acknowledged (neither retried nor dead-lettered)
 and the job keeps its ``cancelled`` state.
+
+``@handler("notifications.on_user_created", events=["user.created"], ...)`` declares an event
+handler: an actor on a queue of its own bound to those events (``contracts.events``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from contracts.errors import PermanentError, ProcessingCancelledError
-from contracts.priorities import broker_priority
+from contracts.events import Event, event_of, register_handler
+from contracts.priorities import PRIORITIES, broker_priority
 from contracts.registry import get_contract
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,6 +49,51 @@ def actor(
             max_retries=max_retries,
             throws=(PermanentError,),
             broker_priority=broker_priority(contract.priority),
+            **options,
+        )
+
+    return decorator
+
+
+def handler(
+    name: str,
+    *,
+    events: list[str],
+    time_limit: int,
+    max_backoff: int,
+    max_retries: int = 5,
+    priority: str = "normal",
+    **options: Any,
+) -> Callable[[Callable[[Event[Any]], Any]], dramatiq.Actor[Any, Any]]:
+    """Declare an event handler named ``name`` (``<domain>.on_<event_noun>``): an actor with a queue
+    of its own, named after it, bound to the routing keys ``events`` on ``edujobs.events``.
+
+    It is called with the ``Event`` (id, name, when it occurred, validated payload) and has its
+    own retries, priority and dead letters; an event published twice reaches it twice, so its side
+    effects are keyed by ``f"{name}:{event.id}"`` (README, "Events")."""
+    if priority not in PRIORITIES:
+        raise ValueError(f"unknown priority {priority!r} for {name}")
+    if not events:
+        raise ValueError(f"handler {name} handles no event")
+    register_handler(name, tuple(events))
+
+    def decorator(fn: Callable[[Event[Any]], Any]) -> dramatiq.Actor[Any, Any]:
+        @functools.wraps(fn)
+        def run(**payload: Any) -> Any:
+            message = CurrentMessage.get_current_message()
+            if message is None:
+                raise RuntimeError(f"{name} runs only as a worker's handler of an event")
+            return fn(event_of(message.message_id, message.options, payload))
+
+        return dramatiq.actor(  # type: ignore[no-any-return,call-overload]
+            _stopping_when_cancelled(run),
+            actor_name=name,
+            queue_name=name,
+            time_limit=time_limit,
+            max_backoff=max_backoff,
+            max_retries=max_retries,
+            throws=(PermanentError,),
+            broker_priority=broker_priority(priority),
             **options,
         )
 

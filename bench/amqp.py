@@ -32,10 +32,14 @@ class PublishError(RuntimeError):
 class ConfirmWindowPublisher:
     """Publishes persistent messages on one connection, keeping up to ``window`` unconfirmed."""
 
-    def __init__(self, url: str, *, window: int = DEFAULT_WINDOW, low_watermark: int | None = None) -> None:
+    def __init__(
+        self, url: str, *, window: int = DEFAULT_WINDOW, low_watermark: int | None = None, exchange: str = ""
+    ) -> None:
         if window < 1:
             raise ValueError("window must be at least 1")
         self.window = window
+        #: Where messages go: the default exchange (routing key = queue), or e.g. ``edujobs.events``.
+        self.exchange = exchange
         self.low_watermark = window // 2 if low_watermark is None else min(low_watermark, window - 1)
         self.connection = pika.BlockingConnection(pika.URLParameters(url))
         self.channel = self.connection.channel()
@@ -76,7 +80,10 @@ class ConfirmWindowPublisher:
         if len(self._pending) >= self.window:
             self.channel._flush_output(lambda: len(self._pending) <= self.low_watermark)
         self._impl.basic_publish(
-            exchange="", routing_key=routing_key, body=body, properties=self._properties_for(priority)
+            exchange=self.exchange,
+            routing_key=routing_key,
+            body=body,
+            properties=self._properties_for(priority),
         )
         self._published += 1
         self._pending.add(self._published)

@@ -293,6 +293,7 @@ def measure_drain(
     processes: int = 1,
     threads: int = 8,
     timeout: float = 300.0,
+    queues: tuple[str, ...] = (),
 ) -> Measurement:
     """Start ``dramatiq MODULE`` on a pre-filled queue and time it from the first to the last INCR.
 
@@ -300,7 +301,9 @@ def measure_drain(
     before its log line can be read), and the rate counts only the messages handled between the
     first reading above zero and the reading that reaches ``expected``.
     """
-    worker = WorkerProcess({**env, **counter.env()}, processes=processes, threads=threads, module=module)
+    worker = WorkerProcess(
+        {**env, **counter.env()}, processes=processes, threads=threads, module=module, queues=queues
+    )
     try:
         deadline = time.monotonic() + timeout
         first_at: float | None = None

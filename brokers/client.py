@@ -8,6 +8,9 @@ Other services use ``send`` and ``send_many`` without importing any actor code::
 ``send`` waits for RabbitMQ's publisher confirm of its one message; ``send_many`` keeps a window of
 unconfirmed messages in flight (``EDUJOBS_PUBLISH_CONFIRM_WINDOW``, 500) and returns once every one is
 confirmed, which is an order of magnitude faster than confirming one at a time.
+
+``publish_event("user.created", {"user_id": 7})`` publishes a domain event (``contracts.events``) to
+the ``edujobs.events`` topic exchange, which hands it to every handler bound to it (README, "Events").
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +30,7 @@ import pika.exceptions
 
 from brokers.topology import delay_queue
 from contracts.errors import EdujobsError
+from contracts.events import EVENT_ID_OPTION, EVENT_OPTION, EVENTS_EXCHANGE, OCCURRED_AT_OPTION, get_event
 from contracts.priorities import broker_priority
 from contracts.registry import ActorContract, get_contract
 from contracts.signing import Keyring, sign_message
@@ -125,6 +129,49 @@ def _due_ms(now_ms: int, delay: Delay | None, eta: datetime | None) -> int | Non
     return None
 
 
+def build_event(
+    name: str,
+    payload: Mapping[str, Any],
+    *,
+    signing_key: bytes | Keyring,
+    event_id: str | None = None,
+    occurred_at: datetime | None = None,
+    max_payload_bytes: int | None = None,
+) -> tuple[str, bytes]:
+    """Validate, sign and encode one event (``contracts.events``); return (event id, body).
+
+    The message names the event as its actor and ``edujobs.events`` as its queue: a worker makes
+    it each handler's own on receipt. It carries no priority: each handler has its own."""
+    fields = _event_fields(name, get_event(name).validate(payload), event_id, occurred_at)
+    sign_message(signing_key, fields)
+    body = orjson.dumps(fields)
+    if max_payload_bytes is not None and len(body) > max_payload_bytes:
+        raise ValueError(
+            f"event {name} is {len(body)} bytes, over the {max_payload_bytes}-byte limit "
+            "(EDUJOBS_MAX_PAYLOAD_BYTES): send ids, not data"
+        )
+    return str(fields["message_id"]), body
+
+
+def _event_fields(
+    name: str, kwargs: dict[str, Any], event_id: str | None, occurred_at: datetime | None
+) -> dict[str, Any]:
+    if occurred_at is not None and occurred_at.tzinfo is None:
+        raise ValueError("occurred_at must be time-zone aware")
+    now_ms = int(time.time() * 1000)
+    event_id = event_id or random_uuid4()
+    occurred_ms = now_ms if occurred_at is None else int(occurred_at.timestamp() * 1000)
+    return {
+        "queue_name": EVENTS_EXCHANGE,
+        "actor_name": name,
+        "args": [],
+        "kwargs": kwargs,
+        "options": {EVENT_OPTION: name, EVENT_ID_OPTION: event_id, OCCURRED_AT_OPTION: occurred_ms},
+        "message_id": event_id,
+        "message_timestamp": now_ms,
+    }
+
+
 class _ConfirmingChannel:
     """A channel in confirm mode that keeps a window of unconfirmed publishes in flight."""
 
@@ -154,7 +201,9 @@ class _ConfirmingChannel:
         if isinstance(method, pika.spec.Basic.Nack):
             self._failed.extend(done)
 
-    def publish(self, routing_key: str, body: bytes, priority: int, message_id: str) -> None:
+    def publish(
+        self, routing_key: str, body: bytes, priority: int, message_id: str, *, exchange: str = ""
+    ) -> None:
         if len(self._pending) >= self.window:
             # pika's BlockingChannel has no public way to wait on confirms that its own
             # machinery did not request; _flush_output pumps I/O until the waiter is satisfied.
@@ -169,7 +218,7 @@ class _ConfirmingChannel:
                     f"RabbitMQ confirmed none of {self.window} messages in flight within {self.timeout}s"
                 )
         self._impl.basic_publish(
-            exchange="",
+            exchange=exchange,
             routing_key=routing_key,
             body=body,
             properties=pika.BasicProperties(
@@ -263,6 +312,71 @@ class Client:
             probe.close()
         self._declared.add(contract.queue)
 
+    def _ensure_exchange(self, channel: _ConfirmingChannel) -> None:
+        # As for queues: the worker declares the exchange, its handler queues and bindings.
+        if EVENTS_EXCHANGE in self._declared:
+            return
+        probe = channel.connection.channel()
+        try:
+            probe.exchange_declare(exchange=EVENTS_EXCHANGE, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as e:
+            raise PublishError(
+                f"exchange {EVENTS_EXCHANGE!r} does not exist in RabbitMQ ({e.reply_text}): run "
+                "`edujobs queues declare` or start a worker once to declare the topology"
+            ) from None
+        else:
+            probe.close()
+        self._declared.add(EVENTS_EXCHANGE)
+
+    def publish_event(
+        self,
+        name: str,
+        payload: Mapping[str, Any],
+        *,
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> str:
+        """Validate, sign and publish one event to ``edujobs.events``; return its id once RabbitMQ
+        has confirmed it. An event no handler queue is bound to is kept in ``events.unrouted``.
+        Publishing the same ``event_id`` twice runs each handler's side effects once."""
+        event_id, body = build_event(
+            name,
+            payload,
+            signing_key=self.signing_key,
+            event_id=event_id,
+            occurred_at=occurred_at,
+            max_payload_bytes=self.max_payload_bytes,
+        )
+
+        def publish(channel: _ConfirmingChannel) -> None:
+            self._ensure_exchange(channel)
+            channel.publish(name, body, 0, event_id, exchange=EVENTS_EXCHANGE)
+
+        self._publish(publish)
+        return event_id
+
+    def _publish(self, publish: Callable[[_ConfirmingChannel], object]) -> None:
+        """Run ``publish`` on this thread's channel and wait for its confirms, reconnecting on a
+        lost connection (a republish may duplicate, never lose; ids stay the same)."""
+        attempts = 0
+        while True:
+            try:
+                # Connecting is inside the try: RabbitMQ being down is a PublishError, not pika's.
+                channel = self._channel()
+                publish(channel)
+                channel.wait()
+                return
+            except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
+                self._local.channel = None
+                attempts += 1
+                if attempts >= 3:
+                    where = ", ".join(f"{p.host}:{p.port}" for p in self.parameters)
+                    raise PublishError(
+                        f"could not publish to RabbitMQ at {where} ({type(e).__name__}: {e}); "
+                        "is it running, and is EDUJOBS_RABBITMQ_URL right?"
+                    ) from None
+                time.sleep(0.2 * attempts)
+
     def send(
         self,
         actor_name: str,
@@ -325,28 +439,16 @@ class Client:
                 if len(items) > 1:
                     raise type(e)(f"payload #{index}: {e}") from None
                 raise
-        attempts = 0
-        while True:
-            try:
-                # Connecting is inside the try: RabbitMQ being down is a PublishError, not pika's.
-                channel = self._channel()
-                self._ensure_queue(channel, contract)
-                for message_id, routing_key, body, amqp_priority in built:
-                    channel.publish(routing_key, body, amqp_priority, message_id)
-                channel.wait()
-                return [item[0] for item in built]
-            except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
-                # Republishing everything after a lost connection may duplicate messages, never lose
-                # them: the ids stay the same, so the ledger dedupes side effects.
-                self._local.channel = None
-                attempts += 1
-                if attempts >= 3:
-                    where = ", ".join(f"{p.host}:{p.port}" for p in self.parameters)
-                    raise PublishError(
-                        f"could not publish to RabbitMQ at {where} ({type(e).__name__}: {e}); "
-                        "is it running, and is EDUJOBS_RABBITMQ_URL right?"
-                    ) from None
-                time.sleep(0.2 * attempts)
+
+        def publish(channel: _ConfirmingChannel) -> None:
+            self._ensure_queue(channel, contract)
+            for message_id, routing_key, body, amqp_priority in built:
+                channel.publish(routing_key, body, amqp_priority, message_id)
+
+        # Republishing everything after a lost connection may duplicate messages, never lose
+        # them: the ids stay the same, so the ledger dedupes side effects.
+        self._publish(publish)
+        return [item[0] for item in built]
 
     def close(self) -> None:
         for channel in self._channels:
@@ -405,3 +507,14 @@ def send_many(
     return default_client().send_many(
         actor_name, payloads, priority=priority, delay=delay, eta=eta, idempotency_keys=idempotency_keys
     )
+
+
+def publish_event(
+    name: str,
+    payload: Mapping[str, Any],
+    *,
+    event_id: str | None = None,
+    occurred_at: datetime | None = None,
+) -> str:
+    """Publish one event with the default client (see ``Client.publish_event``)."""
+    return default_client().publish_event(name, payload, event_id=event_id, occurred_at=occurred_at)

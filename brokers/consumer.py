@@ -6,6 +6,9 @@ Differences from Dramatiq's ``_RabbitmqConsumer``:
   body that cannot be decoded, is over the size limit, names another queue, carries an option
   edujobs does not read (or of the wrong type), or whose signature is missing or wrong is
   dead-lettered byte for byte with its reason, and never reaches the worker's threads;
+- an event (``contracts.events``) received on a handler's queue is checked the same way, then
+  becomes that handler's message: its actor, and a message id of its own (one event, one job per
+  handler); an event on a queue whose handler is not bound to it is dead-lettered (``wrong_queue``);
 - a message belongs to the channel that delivered it: its ack or nack is applied on that channel
   only. AMQP delivery tags restart at 1 on every channel, so a late ack from a channel that closed
   (connection lost, queue paused) would otherwise ack whatever the new channel delivered under the
@@ -46,6 +49,7 @@ from dramatiq.message import Message, get_encoder
 
 from brokers import dlq
 from brokers.topology import canonical, delay_queue, park_queue
+from contracts.events import EVENTS_EXCHANGE, HANDLERS, event_envelope, handler_fields
 from middleware.fate import ORIGIN, death_of, requeued, traceback_of
 from middleware.signatures import VERIFIED, refusal
 
@@ -145,11 +149,16 @@ class EdujobsConsumer(_RabbitmqConsumer):
             error = f"the body is not a Dramatiq message ({len(body)} bytes): {cause}"
             self._dead_letter_raw(tag, body, properties, "undecodable", type(cause).__name__, error)
             return None
-        if fields["queue_name"] not in self._own_names:
-            error = (
+        event = event_envelope(fields["options"])
+        problem: str | None = None
+        if event is not None:
+            problem = self._event_problem(fields, event[0])
+        elif fields["queue_name"] not in self._own_names:
+            problem = (
                 f"the message names queue {fields['queue_name']!r} but was published to {self.queue_name!r}"
             )
-            self._dead_letter_raw(tag, body, properties, "wrong_queue", "QueueMismatchError", error, fields)
+        if problem is not None:
+            self._dead_letter_raw(tag, body, properties, "wrong_queue", "QueueMismatchError", problem, fields)
             return None
         found = refusal(self.broker.keyring, fields)
         if found is not None:
@@ -157,6 +166,9 @@ class EdujobsConsumer(_RabbitmqConsumer):
             exception_type = "SignatureError" if reason == "bad_signature" else "OptionError"
             self._dead_letter_raw(tag, body, properties, reason, exception_type, error, fields)
             return None
+        if event is not None:
+            # Verified as published: now it is this handler's own message (its signature holds).
+            handler_fields(fields, canonical(self.queue_name))
 
         options = fields["options"]
         now_ms = time.time() * 1000
@@ -173,6 +185,18 @@ class EdujobsConsumer(_RabbitmqConsumer):
         message: Message[Any] = Message(**fields)
         self.known_tags.add(tag)
         return EdujobsMessage(method.redelivered, tag, message, self)
+
+    def _event_problem(self, fields: dict[str, Any], event: str) -> str | None:
+        """Why an event must not run from this queue (not a handler's bound to it; an envelope
+        that is neither as published nor this handler's), or None."""
+        handler = canonical(self.queue_name)
+        if event not in HANDLERS.get(handler, ()):
+            return f"event {event!r} reached queue {self.queue_name!r}, whose handler is not bound to it"
+        if fields["queue_name"] not in self._own_names and fields["queue_name"] != EVENTS_EXCHANGE:
+            return f"the event names queue {fields['queue_name']!r} but was published to {self.queue_name!r}"
+        if fields["actor_name"] not in (event, handler):
+            return f"the event names actor {fields['actor_name']!r}, not {event!r} or its handler {handler!r}"
+        return None
 
     def _dead_letter_raw(
         self,

@@ -1,6 +1,6 @@
 """Queue depths from RabbitMQ's management HTTP API, served as Prometheus gauges at scrape time.
 
-For each domain queue ``Q`` (one ``GET /api/queues/{vhost}`` per read):
+For each queue ``Q`` (the domains' and the event handlers') (one ``GET /api/queues/{vhost}`` per read):
 
 - ``ready``: messages waiting in ``Q``; ``unacked``: messages of ``Q`` that workers hold (prefetched
   or running);
@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from brokers.topology import DOMAIN_QUEUES, dead_letter_queue, delay_queue, legacy_wait_queue, park_queue
+from brokers.topology import ALL_QUEUES, dead_letter_queue, delay_queue, legacy_wait_queue, park_queue
 from contracts.errors import EdujobsError
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class QueueStatsReader:
         *,
         management_url: str,
         vhost: str,
-        queues: Sequence[str] = DOMAIN_QUEUES,
+        queues: Sequence[str] = ALL_QUEUES,
         timeout: float = 3.0,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
@@ -253,7 +253,7 @@ class QueuePausesCollector:
     pause``), else 0; read at each scrape with ``read`` (the names of the paused queues). Tells a queue
     that has no consumer because it is paused from one whose workers are gone (the alerts)."""
 
-    def __init__(self, read: Callable[[], Iterable[str]], queues: Sequence[str] = DOMAIN_QUEUES) -> None:
+    def __init__(self, read: Callable[[], Iterable[str]], queues: Sequence[str] = ALL_QUEUES) -> None:
         self.read = read
         self.queues = tuple(queues)
 

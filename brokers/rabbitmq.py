@@ -49,6 +49,7 @@ from brokers.topology import (
     park_queue,
 )
 from contracts.errors import ConfigurationError
+from contracts.events import EVENTS_EXCHANGE, HANDLERS, UNROUTED_EXCHANGE, UNROUTED_QUEUE
 from contracts.signing import SIGNATURE_OPTION, Keyring
 from middleware.fate import ORIGIN, mark_dead
 
@@ -137,7 +138,27 @@ class EdujobsBroker(RabbitmqBroker):
     def _declare_queue(self, queue_name: str) -> Any:
         result = self._declare(queue_name, self.queue_arguments(queue_name))
         self._declare(park_queue(queue_name), self.park_arguments(queue_name))
+        events = HANDLERS.get(queue_name)
+        if events is not None:
+            self.declare_events_exchange()
+            for event in events:
+                self.channel.queue_bind(queue=queue_name, exchange=EVENTS_EXCHANGE, routing_key=event)
         return result
+
+    def declare_events_exchange(self) -> None:
+        """Declare ``edujobs.events`` (a durable topic exchange) and where it puts the events no
+        handler queue is bound to: its alternate exchange, which routes them to ``events.unrouted``
+        (kept until an operator looks; ``edujobs events`` and ``edujobs health`` count them)."""
+        channel = self.channel
+        channel.exchange_declare(exchange=UNROUTED_EXCHANGE, exchange_type="fanout", durable=True)
+        self._declare(UNROUTED_QUEUE, {})
+        channel.queue_bind(queue=UNROUTED_QUEUE, exchange=UNROUTED_EXCHANGE)
+        channel.exchange_declare(
+            exchange=EVENTS_EXCHANGE,
+            exchange_type="topic",
+            durable=True,
+            arguments={"alternate-exchange": UNROUTED_EXCHANGE},
+        )
 
     def park_arguments(self, queue_name: str) -> dict[str, Any]:
         """``Q.park``: a quorum queue whose messages go back to ``Q.DQ`` after one hop, *at least
@@ -161,7 +182,9 @@ class EdujobsBroker(RabbitmqBroker):
 
     def declare_topology(self, queues: tuple[str, ...]) -> None:
         """Declare the given domain queues (and their companions) on the server now, and delete the
-        parking queues of earlier versions that are empty (``brokers.topology``)."""
+        parking queues of earlier versions that are empty (``brokers.topology``); a handler's queue
+        is bound to its events on ``edujobs.events``, declared with it."""
+        self.declare_events_exchange()
         for queue in queues:
             self.declare_queue(queue, ensure=True)
             self._delete_legacy_wait(queue)

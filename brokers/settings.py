@@ -151,6 +151,10 @@ class Settings(BaseSettings):
 
     # audit_logs rows are kept this long (7 years, leap days included), then archived to storage
     audit_retention_days: int = Field(default=2557, ge=365, le=36500)
+    # academics rules (actors.academics.service): an attendance intervention opens for a student
+    # absent on this many days within the last window_days days (the seed's 3 in 7)
+    intervention_absences: int = Field(default=3, ge=1, le=366)
+    intervention_window_days: int = Field(default=7, ge=1, le=366)
 
     # a worker silent this long (no ledger heartbeat) is judged dead: its claims are recovered
     ledger_owner_timeout_seconds: float = Field(default=20.0, ge=1, le=600)

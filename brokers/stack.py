@@ -19,7 +19,7 @@ from dramatiq.middleware import CurrentMessage, Middleware, ShutdownNotification
 from brokers.queue_stats import metrics_directory, run_metrics_server
 from brokers.rabbitmq import EdujobsBroker
 from brokers.settings import Settings, get_settings
-from brokers.topology import DOMAIN_QUEUES
+from brokers.topology import ALL_QUEUES
 from contracts.errors import ContractError, PermanentError, TransientError, UnknownActorError
 from contracts.priorities import MAX_PRIORITY
 from contracts.registry import ActorContract, get_contract
@@ -300,5 +300,5 @@ def setup_broker(settings: Settings | None = None, *, declare: bool = False) -> 
             dramatiq.set_broker(existing)
             logger.debug("RabbitMQ broker set up.")
         if declare and isinstance(existing, EdujobsBroker):
-            existing.declare_topology(DOMAIN_QUEUES)
+            existing.declare_topology(ALL_QUEUES)
         return existing

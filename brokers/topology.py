@@ -1,4 +1,4 @@
-"""Queue topology: the domain queues and the names of their companion queues.
+"""Queue topology: the domain queues, the event handlers' queues and the names of their companions.
 
 Each domain queue ``Q`` has Dramatiq's ``Q.DQ`` (delayed messages) and ``Q.XQ`` (dead letters),
 and edujobs adds ``Q.park``, where messages delayed longer than ``PARK_THRESHOLD_MS`` wait durably:
@@ -13,7 +13,17 @@ within one hop, and ``edujobs queues declare`` deletes it once it is empty (READ
 
 from __future__ import annotations
 
+from contracts.events import handler_queues
+
 DOMAIN_QUEUES: tuple[str, ...] = ("notifications", "media", "reports", "academics", "maintenance")
+
+#: The queue of each event handler (``contracts.events.HANDLERS``; a handler's queue is named after
+#: it), bound to its events on the ``edujobs.events`` exchange.
+HANDLER_QUEUES: tuple[str, ...] = handler_queues()
+
+#: Every queue workers consume, each with the same companions: what operators' tools (figures,
+#: metrics, health, dead-letter review and archival, pauses) cover.
+ALL_QUEUES: tuple[str, ...] = DOMAIN_QUEUES + HANDLER_QUEUES
 
 #: A delayed message due later than this is parked in ``Q.park`` instead of held unacked in
 #: worker memory, so that RabbitMQ's consumer_timeout (30 min by default) never fires.

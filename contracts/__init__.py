@@ -7,7 +7,7 @@ package loads them all.
 from __future__ import annotations
 
 # Importing the domain modules registers their contracts.
-from contracts import academics, maintenance, media, notifications, reports  # noqa: F401
+from contracts import academics, events, maintenance, media, notifications, reports  # noqa: F401
 from contracts.errors import ContractError, UnknownActorError
 from contracts.registry import ActorContract, Contract, all_contracts, get_contract
 

@@ -11,14 +11,22 @@ from contracts.registry import Contract, register
 
 @register("academics.detect_attendance_interventions", queue="academics", priority="normal")
 class DetectAttendanceInterventions(Contract):
-    """Open an attendance intervention for each student absent too often in a course, and tell their
-    instructor; one open intervention per student and reason at a time."""
+    """Open a tier-2 attendance intervention (daily check-in, parent contact, attendance contract) for
+    each student absent on ``absences`` days or more in the last ``window_days`` days who has no open
+    one, and tell the instructor of the course they missed most."""
 
-    window_days: int = Field(default=14, ge=1, le=120, description="Days of attendance looked at.")
-    tier1_absences: int = Field(
-        default=3, ge=1, le=100, description="Absences that open a tier 1 intervention."
+    absences: int | None = Field(
+        default=None,
+        ge=1,
+        le=366,
+        description="Days absent that open one; default EDUJOBS_INTERVENTION_ABSENCES (3).",
     )
-    tier2_absences: int = Field(default=6, ge=1, le=100, description="Absences that make it tier 2.")
+    window_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=366,
+        description="Days looked at, ending as_of; default EDUJOBS_INTERVENTION_WINDOW_DAYS (7).",
+    )
     as_of: date | None = Field(default=None, description="Last day looked at; default yesterday (UTC).")
 
 
@@ -31,10 +39,13 @@ class RollUpAttendance(Contract):
 
 @register("academics.send_iep_review_reminders", queue="academics", priority="normal")
 class SendIepReviewReminders(Contract):
-    """Remind each IEP's coordinator when the IEP reaches 30, 60 and 90 days, once per milestone."""
+    """Remind each IEP's coordinator 90, 60 and 30 days before its review is due, once per milestone."""
 
     milestones: list[int] = Field(
-        default=[30, 60, 90], min_length=1, max_length=10, description="Days since start."
+        default=[90, 60, 30],
+        min_length=1,
+        max_length=10,
+        description="Days before the review is due.",
     )
     as_of: date | None = Field(default=None, description="The day; default today (UTC).")
 

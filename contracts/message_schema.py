@@ -28,6 +28,8 @@ from contracts.registry import all_contracts
 from contracts.signing import MAX_SAFE_INTEGER, SIGNATURE_OPTION, STATE_OPTIONS, STATE_SIGNATURE_OPTION
 
 SCHEMA_ID = "edujobs:message"
+#: Dramatiq's message fields, every one required.
+MESSAGE_FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id", "message_timestamp")
 DELAY_SUFFIX = ".DQ"
 
 
@@ -71,6 +73,9 @@ OPTION_SCHEMAS: dict[str, dict[str, Any]] = {
         "additionalProperties": False,
         "description": "the schedule's Sentry Crons monitor: crontab, time zone, check-in margin (minutes)",
     },
+    "event": _text(200, "an event's name (event-message.schema.json only)"),
+    "event_id": _text(200, "an event's id (event-message.schema.json only)"),
+    "occurred_at": _integer(0, description="ms since the epoch: when an event happened (events only)"),
     "circuit_breaker": {
         "anyOf": [_PROVIDER, {"type": "array", "items": _PROVIDER, "minItems": 1, "maxItems": 8}],
         "description": "providers whose open circuit breaker delays the message",
@@ -132,15 +137,7 @@ def message_schema() -> dict[str, Any]:
         "type": "object",
         "description": "Dramatiq's message, UTF-8 JSON (at most EDUJOBS_MAX_PAYLOAD_BYTES, 256 KiB by "
         "default); a missing or extra field, or one of another type, is dead-lettered (undecodable).",
-        "required": [
-            "queue_name",
-            "actor_name",
-            "args",
-            "kwargs",
-            "options",
-            "message_id",
-            "message_timestamp",
-        ],
+        "required": list(MESSAGE_FIELDS),
         "additionalProperties": False,
         "properties": {
             "queue_name": {
@@ -151,7 +148,11 @@ def message_schema() -> dict[str, Any]:
             "actor_name": {"enum": list(contracts)},
             "args": {"type": "array", "maxItems": 0, "description": "always empty: arguments go in kwargs"},
             "kwargs": {"type": "object", "description": "the actor's contract: its own schema"},
-            "options": {"$ref": "#/$defs/options"},
+            "options": {
+                "$ref": "#/$defs/options",
+                # Events have a schema of their own (event-message.schema.json).
+                "not": {"anyOf": [{"required": ["event"]}, {"required": ["event_id"]}]},
+            },
             "message_id": {
                 "type": "string",
                 "minLength": 1,

@@ -33,7 +33,11 @@ or not, because edujobs does not use it and an attacker could.
 Keys rotate through a ``Keyring``: it signs with its current key and accepts the current key and any
 other listed key when verifying (README, "Rotating the signing key").
 
-This module imports neither dramatiq nor any project module but ``contracts.priorities``, so that
+An event is signed like any message, over the envelope its publisher wrote (``sender_document``),
+so that the copy each handler runs, and every retry of it, keeps one signature.
+
+This module imports neither dramatiq nor any project module but ``contracts.priorities`` and
+``contracts.events``, so that
 producers (``brokers.client``) and operators' tools sign without loading workers' code.
 """
 
@@ -48,6 +52,7 @@ from typing import Any
 import orjson
 import rfc8785
 
+from contracts.events import event_envelope
 from contracts.priorities import MAX_PRIORITY, PRIORITIES
 
 #: The option that carries the sender's signature.
@@ -164,6 +169,10 @@ OPTION_TYPES: dict[str, Callable[[object], str | None]] = {
     "schedule": _text(200),
     "schedule_monitor": _schedule_monitor,
     "circuit_breaker": _providers,
+    # An event's (``contracts.events``): its name, id and when it happened.
+    "event": _text(200),
+    "event_id": _text(200),
+    "occurred_at": _MS,
     # The delivery state, covered by ``state_signature``:
     "eta": _number,
     "retries": _integer(0, 1_000_000),
@@ -283,7 +292,12 @@ def sender_document(
     message_timestamp: int,
     options: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The document ``signature`` covers."""
+    """The document ``signature`` covers. An event (options ``event`` and ``event_id``) is covered
+    with the actor, queue and message id its publisher wrote (the event's name, ``edujobs.events``
+    and the event's id, ``contracts.events``), whichever handler's copy of it this is."""
+    envelope = event_envelope(options)
+    if envelope is not None:
+        actor_name, queue_name, message_id = envelope
     return {
         "actor_name": actor_name,
         "args": list(args),

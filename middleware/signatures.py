@@ -15,6 +15,7 @@ from typing import Any
 from dramatiq import Broker, MessageProxy
 from dramatiq.middleware import Middleware
 
+from contracts.events import HANDLERS, event_envelope
 from contracts.signing import Keyring, option_problem, verify_message
 from middleware.fate import reject
 
@@ -36,7 +37,8 @@ class Signatures(Middleware):
         found = refusal(self.keyring, message._message.asdict())
         if found is not None:
             reason, error = found
-            reject(message, reason, "SignatureError" if reason == "bad_signature" else "OptionError", error)
+            exception_type = {"bad_signature": "SignatureError", "wrong_queue": "QueueMismatchError"}
+            reject(message, reason, exception_type.get(reason, "OptionError"), error)
 
 
 def refusal(keyring: Keyring, fields: dict[str, Any]) -> tuple[str, str] | None:
@@ -44,6 +46,10 @@ def refusal(keyring: Keyring, fields: dict[str, Any]) -> tuple[str, str] | None:
     problem = option_problem(fields["options"])
     if problem is not None:
         return "invalid_options", problem
+    event = event_envelope(fields["options"])
+    actor = fields["actor_name"]
+    if event is not None and actor != event[0] and event[0] not in HANDLERS.get(actor, ()):
+        return "wrong_queue", f"event {event[0]!r} is not one that {actor!r} handles"
     problem = verify_message(keyring, fields)
     if problem is not None:
         return "bad_signature", problem

@@ -18,6 +18,8 @@
 - ``POST /v1/reports``, ``GET /v1/reports``, ``GET /v1/reports/{id}`` (status, progress, download link),
   ``GET /v1/reports/{id}/file`` (streamed), ``POST /v1/reports/{id}/cancel``: the analytics reports
   (``ops.api_reports``); scope ``reports`` (a token's own reports) or ``reports:all``.
+- ``POST /v1/events``: publish a domain event (``ops.api_events``); scope ``events:publish`` (or
+  ``events:publish:<event>``), audited.
 - ``/ui/``: the operators' web page (``ops/web``: plain HTML, CSS and JavaScript over this API).
 - ``/healthz`` (the process answers), ``/readyz`` (RabbitMQ and the database answer; checked at most
   every 5 s, ``ops.api_health``) and ``/metrics`` (Prometheus: the API's requests and the queue
@@ -45,10 +47,11 @@ from sqlalchemy import Engine
 
 from brokers.client import Client, PublishError
 from brokers.queue_stats import QueueStatsCollector, QueueStatsReader, vhost_of
-from brokers.topology import DOMAIN_QUEUES
+from brokers.topology import ALL_QUEUES
 from contracts.errors import EdujobsError, UnknownActorError
 from contracts.registry import all_contracts, get_contract
 from ops import queues as ops_queues
+from ops.api_events import add_event_routes
 from ops.api_health import READY_TTL_SECONDS, Readiness
 from ops.api_jobs import show_job
 from ops.api_models import (
@@ -91,7 +94,7 @@ def create_app(
     rabbitmq_url: str,
     engine: Engine,
     client: Client,
-    queues: tuple[str, ...] = DOMAIN_QUEUES,
+    queues: tuple[str, ...] = ALL_QUEUES,
     management_url: str | None = None,
     crontab: Sequence[Schedule] = CRONTAB,
     schedule_timezone: str = "UTC",
@@ -141,6 +144,7 @@ def create_app(
     app.state.dead_letters = DeadLetters(rabbitmq_url, engine=engine, queues=queues)
     app.state.heartbeat_stale_beats = heartbeat_stale_beats
     app.include_router(overview_router)
+    add_event_routes(app, engine=engine, client=client)
 
     @app.exception_handler(NotFound)
     def _not_found(_request: Request, exc: NotFound) -> JSONResponse:

@@ -1,7 +1,8 @@
 """Bearer-token authentication of the HTTP API: who is calling and which scopes they hold.
 
 ``require(scope)`` is a FastAPI dependency: no or an unknown token → 401, a valid token without the
-scope → 403. ``enqueue:*`` grants every queue; ``ops:write`` implies ``ops:read``.
+scope → 403. ``enqueue:*`` grants every queue; ``ops:write`` implies ``ops:read``; ``events:publish``
+grants every event (``events:publish:<event>`` one).
 
 A refused token (unknown or revoked) is written to the audit log (``auth.failed``: the client
 address, method and path, and the first 12 hex digits of the token's SHA-256 to tell repeated
@@ -43,6 +44,8 @@ class Caller:
         if scope in self.scopes:
             return True
         if scope == "ops:read" and "ops:write" in self.scopes:
+            return True
+        if scope.startswith("events:publish:") and "events:publish" in self.scopes:
             return True
         return scope.startswith("enqueue:") and "enqueue:*" in self.scopes
 

@@ -21,6 +21,7 @@ from ops.cli_audit import audit_archive_app
 from ops.cli_common import AsJson, Operator, database, err, fail, parse_payload
 from ops.cli_deliveries import deliveries_app
 from ops.cli_dlq import dlq_app
+from ops.cli_events import events
 from ops.cli_overview import jobs_list, workers
 from ops.cli_queues import queues_app
 from ops.cli_reports import reports_app
@@ -33,6 +34,7 @@ jobs_app = typer.Typer(help="Jobs: state, progress, errors.", no_args_is_help=Tr
 app.add_typer(jobs_app, name="jobs")
 jobs_app.command("list")(jobs_list)
 app.command("workers")(workers)
+app.command("events")(events)
 app.add_typer(db_app, name="db")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(queues_app, name="queues")
@@ -123,6 +125,9 @@ def seed(
     graded_per_course: Annotated[
         int, typer.Option(min=1, max=60, help="Past, graded assignments per course (3 courses a student)")
     ] = 2,
+    attendance_only: Annotated[
+        bool, typer.Option("--attendance-only", help="Users, courses, enrollments and attendance only")
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Write deterministic demo data (courses, enrollments, grades, attendance, lesson views, payments)."""
@@ -131,7 +136,11 @@ def seed(
     started = time.perf_counter()
     try:
         summary = run_seed(
-            database(), students=students, seed=random_seed, graded_per_course=graded_per_course
+            database(),
+            students=students,
+            seed=random_seed,
+            graded_per_course=graded_per_course,
+            attendance_only=attendance_only,
         )
     except EdujobsError as e:  # already seeded, or not migrated: say what to do
         raise fail(str(e), 1) from None
@@ -146,18 +155,23 @@ def seed(
 def contracts_export(
     directory: Annotated[Path, typer.Argument(help="Where to write the schemas")], as_json: AsJson = False
 ) -> None:
-    """Write one JSON Schema per actor (``<actor name>.schema.json``) and the schema of the whole
-    message around them (``message.schema.json``, docs/wire-format.md)."""
+    """Write one JSON Schema per actor (``<actor name>.schema.json``), the schema of the whole
+    message around them (``message.schema.json``, docs/wire-format.md), one per event
+    (``event.<name>.schema.json``) and the whole event's (``event-message.schema.json``)."""
+    from contracts.event_schema import export_event_schemas
     from contracts.export import export_schemas
     from contracts.message_schema import export_message_schema
 
     written = export_schemas(directory)
     written.append(export_message_schema(directory))
+    events = export_event_schemas(directory)
     if as_json:
-        print(json.dumps({"directory": str(directory), "files": [str(p) for p in written]}))
+        print(json.dumps({"directory": str(directory), "files": [str(p) for p in written + events]}))
     else:
         console.print(
-            f"wrote {len(written) - 1} actor schemas and message.schema.json to {directory}", highlight=False
+            f"wrote {len(written) - 1} actor schemas, message.schema.json, {len(events) - 1} event schemas "
+            f"and event-message.schema.json to {directory}",
+            highlight=False,
         )
 
 
@@ -273,7 +287,8 @@ def tokens_create(
         list[str],
         typer.Option(
             "--scope",
-            help="ops:read, ops:write, reports, reports:all, enqueue:<queue>, enqueue:* (repeatable)",
+            help="ops:read, ops:write, reports, reports:all, enqueue:<queue>, enqueue:*, events:publish, "
+            "events:publish:<event> (repeatable)",
         ),
     ],
     operator: Annotated[str | None, typer.Option("--as", help="Who creates it (audit log)")] = None,

@@ -139,14 +139,15 @@ def resume(
 
 @queues_app.command("declare")
 def declare(as_json: AsJson = False) -> None:
-    """Declare every domain queue and its companions (.DQ, .XQ, .park) in RabbitMQ; delete an earlier
-    version's empty .wait."""
+    """Declare every domain queue and event handler queue with its companions (.DQ, .XQ, .park), the
+    edujobs.events exchange with the handlers' bindings and events.unrouted, in RabbitMQ; delete an
+    earlier version's empty .wait."""
     import brokers
-    from brokers.topology import DOMAIN_QUEUES
+    from brokers.topology import ALL_QUEUES
 
     broker = brokers.setup(declare=True)
     broker.close()
     if as_json:
-        print(json.dumps({"declared": list(DOMAIN_QUEUES)}))
+        print(json.dumps({"declared": list(ALL_QUEUES)}))
     else:
-        console.print("declared: " + ", ".join(DOMAIN_QUEUES), highlight=False)
+        console.print("declared: " + ", ".join(ALL_QUEUES), highlight=False)

@@ -29,7 +29,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from sqlalchemy import Engine
 
-from brokers.topology import DOMAIN_QUEUES, canonical, dead_letter_queue
+from brokers.topology import ALL_QUEUES, canonical, dead_letter_queue
 from contracts.errors import EdujobsError
 from contracts.signing import Keyring
 from ops.dead_letter import DeadLetter, parse, redact
@@ -69,7 +69,7 @@ class DeadLetterReview:
         url: str,
         *,
         engine: Engine | None = None,
-        queues: tuple[str, ...] = DOMAIN_QUEUES,
+        queues: tuple[str, ...] = ALL_QUEUES,
         timeout: float = 10.0,
         storage: Storage | None = None,
         keyring: Keyring | None = None,

@@ -3,7 +3,10 @@
 - ``rabbitmq``: the broker accepts a connection;
 - ``database``: it answers and is migrated to the latest revision (``edujobs db upgrade`` otherwise);
 - ``redis``: it answers (only when ``EDUJOBS_REDIS_URL`` is set);
-- ``workers`` (with ``--workers``): every domain queue that is not paused has a consumer.
+- ``workers`` (with ``--workers``): every domain queue and event handler queue that is not paused
+  has a consumer;
+- ``events`` (with ``--workers``): the ``edujobs.events`` exchange exists, every handler is bound to
+  its events, and no published event waits unrouted in ``events.unrouted`` (``ops.events``).
 """
 
 from __future__ import annotations
@@ -65,6 +68,16 @@ def _workers(settings: Settings) -> str:
     return "ok"
 
 
+def _events(settings: Settings) -> str:
+    from ops.events import overview, problem
+
+    try:
+        view = overview(management_url=settings.rabbitmq_management_url, rabbitmq_url=settings.rabbitmq_url)
+    except Exception as e:
+        return f"cannot tell ({e})"
+    return problem(view) or "ok"
+
+
 def checks(settings: Settings, *, workers: bool = False) -> dict[str, Any]:
     """Every check's result, in order; ``healthy`` is True when all are "ok"."""
     result: dict[str, Any] = {
@@ -75,5 +88,6 @@ def checks(settings: Settings, *, workers: bool = False) -> dict[str, Any]:
         result["redis"] = _redis(settings.redis_url)
     if workers:
         result["workers"] = _workers(settings)
+        result["events"] = _events(settings)
     result["healthy"] = all(value == "ok" for value in result.values())
     return result

@@ -1,8 +1,9 @@
 """Queue control for operators, shared by the CLI (``edujobs queues``) and the HTTP API.
 
-- ``overview``: per domain queue, from RabbitMQ's management API: ready, unacked (held by workers),
-  delayed (``.DQ``), waiting (``.park``), dead (``.XQ``), consumers, publish and ack rates, the
-  age of the oldest ready message; and from the database whether operators paused it.
+- ``overview``: per domain queue and event handler queue, from RabbitMQ's management API: ready,
+  unacked (held by workers), delayed (``.DQ``), waiting (``.park``), dead (``.XQ``), consumers,
+  publish and ack rates, the age of the oldest ready message; and from the database whether
+  operators paused it.
 - ``pause`` / ``resume``: the flag ``store.pauses`` keeps; the workers' ``QueuePauses`` middleware
   acts on it within its poll (2 s): they stop taking the queue's messages, which stay in RabbitMQ.
 """
@@ -14,18 +15,18 @@ from typing import Any
 from sqlalchemy import Engine
 
 from brokers.queue_stats import QueueStatsReader, vhost_of
-from brokers.topology import DOMAIN_QUEUES
+from brokers.topology import ALL_QUEUES
 from contracts.errors import EdujobsError
 from store import pauses
 
 
 class UnknownQueueError(EdujobsError):
-    """Raised for a queue name that is not one of the domain queues."""
+    """Raised for a queue name that is neither a domain queue nor an event handler's."""
 
 
 def check_queue(queue: str) -> str:
-    if queue not in DOMAIN_QUEUES:
-        raise UnknownQueueError(f"unknown queue {queue!r}: use one of {', '.join(DOMAIN_QUEUES)}")
+    if queue not in ALL_QUEUES:
+        raise UnknownQueueError(f"unknown queue {queue!r}: use one of {', '.join(ALL_QUEUES)}")
     return queue
 
 

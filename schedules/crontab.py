@@ -53,7 +53,7 @@ CRONTAB: tuple[Schedule, ...] = (
         "daily-attendance-interventions",
         "academics.detect_attendance_interventions",
         "0 2 * * *",
-        description="Open attendance interventions for students missing too many classes.",
+        description="Open a tier-2 intervention for students absent on 3+ of the last 7 days with none open.",
     ),
     Schedule(
         "daily-attendance-rollup",
@@ -88,7 +88,7 @@ CRONTAB: tuple[Schedule, ...] = (
         "0 8 * * *",
         misfire="skip",
         grace_seconds=3 * 3600,
-        description="Remind coordinators of IEP reviews due in 90, 60, 30, 14, 7 and 1 days.",
+        description="Remind coordinators of IEP reviews due in 90, 60 and 30 days (once per milestone).",
     ),
     # Weekdays, 07:00.
     Schedule(

@@ -114,6 +114,22 @@ class Course(Base):
     starts_on: Mapped[date] = mapped_column(Date())
     ends_on: Mapped[date] = mapped_column(Date())
     price_cents: Mapped[int] = mapped_column(default=0, server_default="0")
+    #: The letter scale of the course grade: ``[{"letter": "A", "min_percent": 90}, ...]``, highest
+    #: first; None: the default scale (``actors.academics.grading.DEFAULT_LETTER_SCALE``).
+    letter_scale: Mapped[list[dict[str, Any]] | None]
+
+
+class GradingCategory(Base):
+    """A weighted category of a course's grading scheme (homework 30, exams 70...): the course
+    grade is the weighted mean of its categories' percentages (``actors.academics.grading``)."""
+
+    __tablename__ = "grading_categories"
+    __table_args__ = (UniqueConstraint("course_id", "name"), CheckConstraint("weight > 0", name="weight"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    course_id: Mapped[int] = mapped_column(_course_fk())
+    name: Mapped[str] = mapped_column(String(64))
+    weight: Mapped[float] = mapped_column(Float())
 
 
 class MediaAsset(Base):
@@ -173,7 +189,11 @@ class Assignment(Base):
     title: Mapped[str] = mapped_column(String(200))
     due_at: Mapped[datetime]
     max_points: Mapped[float] = mapped_column(Float(), default=100.0, server_default="100")
+    #: The assignment's weight within its category (or within the course, without categories).
     weight: Mapped[float] = mapped_column(Float(), default=1.0, server_default="1")
+    #: The name of one of its course's ``grading_categories``; None (or a name the course does not
+    #: have): uncategorised (``actors.academics.grading`` says how those count).
+    category: Mapped[str | None] = mapped_column(String(64))
 
 
 class Grade(Base):
@@ -262,10 +282,14 @@ class Intervention(Base):
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
+    #: What the school does about it (the seed's attendance strategies) and why it was opened.
+    strategies: Mapped[list[str]] = mapped_column(default=list, server_default=text("'[]'"))
+    summary: Mapped[str | None] = mapped_column(String(255))
 
 
 class Iep(Base):
-    """An Individualized Education Program; reminders go out 30, 60 and 90 days after it starts."""
+    """An Individualized Education Program; reminders go out 90, 60 and 30 days before its review is
+    due (``iep_reminders``); ``last_reminded_days`` is the last of those milestones reminded."""
 
     __tablename__ = "ieps"
 
@@ -275,6 +299,31 @@ class Iep(Base):
     starts_on: Mapped[date] = mapped_column(Date(), index=True)
     review_due_on: Mapped[date] = mapped_column(Date())
     last_reminded_days: Mapped[int | None]
+
+
+class IepReminder(Base):
+    """One review reminder sent for an IEP: one per IEP, review due date and milestone (days before
+    the review is due), so a rerun or a concurrent run reminds once."""
+
+    __tablename__ = "iep_reminders"
+    __table_args__ = (UniqueConstraint("iep_id", "review_due_on", "days_before"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iep_id: Mapped[int] = mapped_column(ForeignKey("ieps.id", ondelete="CASCADE"))
+    review_due_on: Mapped[date] = mapped_column(Date())
+    days_before: Mapped[int]
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProcessedEvent(Base):
+    """An event a handler has applied, recorded in the same transaction as its effect: a redelivered
+    event (same id) finds its row and changes nothing."""
+
+    __tablename__ = "processed_events"
+
+    handler: Mapped[str] = mapped_column(String(128), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    processed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class Report(Base):

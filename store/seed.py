@@ -4,7 +4,8 @@
 students an instructor, per 25 a course (at least 2), 5 lessons and 4 assignments per course (two
 already due and graded), each student in 3 courses, 30 school days (weekdays) of attendance per
 enrollment (mostly present; about 3% of students are often absent, to give the academics jobs
-something to find), IEPs for 2% of students, and a payment for each enrollment in a paid course.
+something to find), IEPs for 2% of students (a year long, some due for review in exactly 30, 60 or
+90 days), and a payment for each enrollment in a paid course.
 Student ``n`` has id ``n`` and email ``student{n}@example.edu``.
 
 For the analytics reports: an enrolment at 90% progress or more is ``completed``, at 4% or less
@@ -13,6 +14,9 @@ lesson (drop-off), with the seconds spent; about 4% of payments are refunded a f
 ``graded_per_course=G`` (default 2) gives each course G past, graded assignments (and the two
 future ones): ``graded_per_course=10`` makes 30 grade rows per student, the reports' benchmark.
 These come from a second random stream, so the data above is the same as before they existed.
+``attendance_only=True`` writes the users, courses, enrollments and attendance alone (the nightly
+intervention detection's benchmark, ``bench.interventions``): faster, and its attendance differs
+from the full seed's (no grades are drawn before it from the same stream).
 
 Seeding runs in one transaction and only into an empty, migrated database: given a database that
 already has users it refuses with ``AlreadySeededError`` and changes nothing, so it can never mix
@@ -113,6 +117,7 @@ def seed(
     seed: int = 42,
     today: date | None = None,
     graded_per_course: int = 2,
+    attendance_only: bool = False,
 ) -> SeedSummary:
     """Write demo data for ``students`` students into an empty database (see the module docstring)."""
     if students < 1:
@@ -126,7 +131,7 @@ def seed(
         seeder = _Seeder(connection, random.Random(seed), students, today)
         seeder.analytics_rng = random.Random(seed * 7919 + 1)
         seeder.due_days = _due_days(graded_per_course)
-        summary = seeder.run()
+        summary = seeder.run_attendance_only() if attendance_only else seeder.run()
     logger.info("Seeded %s in %.1fs.", summary, clock.perf_counter() - started)
     return summary
 
@@ -189,6 +194,20 @@ class _Seeder:
         }
         self._advance_sequences((models.User, models.Course, models.Lesson, models.Assignment))
         return SeedSummary(**counts)
+
+    def run_attendance_only(self) -> SeedSummary:
+        counts = dict.fromkeys(f.name for f in fields(SeedSummary))
+        counts.update(
+            students=self._load(models.User, USER_COLUMNS, self._students()),
+            instructors=self._load(models.User, USER_COLUMNS, self._staff()) - 1,
+            courses=self._load(models.Course, COURSE_COLUMNS, self._courses()),
+            enrollments=self._load(models.Enrollment, ENROLLMENT_COLUMNS, self._enrollments()),
+            attendance=self._load(
+                models.Attendance, ("user_id", "course_id", "day", "status"), self._attendance()
+            ),
+        )
+        self._advance_sequences((models.User, models.Course))
+        return SeedSummary(**{name: value or 0 for name, value in counts.items()})
 
     def _load(self, model: type[models.Base], columns: Sequence[str], rows: Iterator[Sequence[Any]]) -> int:
         started = clock.perf_counter()
@@ -322,10 +341,10 @@ class _Seeder:
         rng = self.rng
         for user_id in range(1, self.students + 1):
             if rng.random() < IEP_SHARE:
-                # Some start exactly 30, 60 or 90 days ago: today's IEP reminders have work to do.
-                starts_on = self.today - timedelta(days=rng.choice((30, 60, 90, rng.randint(1, 200))))
+                # Some reviews fall due in exactly 30, 60 or 90 days: today's IEP reminders have work.
+                review_due_on = self.today + timedelta(days=rng.choice((30, 60, 90, rng.randint(1, 200))))
                 coordinator = self.students + 1 + rng.randrange(self.instructors)
-                yield (user_id, coordinator, starts_on, starts_on + timedelta(days=365))
+                yield (user_id, coordinator, review_due_on - timedelta(days=365), review_due_on)
 
     def _payments(self) -> Iterator[Sequence[Any]]:
         for user_id, course, enrolled_at in self.enrollments:

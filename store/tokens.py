@@ -2,7 +2,8 @@
 
 A token is shown once, when it is created (``edujobs tokens create``); only its hash is kept, so a
 database leak gives no usable token. Scopes are ``enqueue:<queue>`` (or ``enqueue:*``), ``ops:read``,
-``ops:write``, ``reports`` (request analytics reports, see one's own) and ``reports:all``. Creating
+``ops:write``, ``reports`` (request analytics reports, see one's own), ``reports:all`` and
+``events:publish`` (publish any domain event; ``events:publish:<event>`` one). Creating
 and revoking a token is written to the audit log.
 """
 
@@ -21,7 +22,9 @@ from store.models import Base
 from store.types import utcnow
 
 TOKEN_PREFIX = "ej_"
-SCOPE_PATTERN = re.compile(r"^(ops:read|ops:write|reports|reports:all|enqueue:(\*|[a-z][a-z0-9_.-]*))$")
+SCOPE_PATTERN = re.compile(
+    r"^(ops:read|ops:write|reports|reports:all|enqueue:(\*|[a-z][a-z0-9_.-]*)|events:publish(:[a-z][a-z0-9_.-]*)?)$"
+)
 
 
 class ApiToken(Base):
@@ -50,7 +53,7 @@ def check_scopes(scopes: list[str]) -> list[str]:
         if not SCOPE_PATTERN.match(scope):
             raise ValueError(
                 f"invalid scope {scope!r}: expected ops:read, ops:write, reports, reports:all, "
-                "enqueue:<queue> or enqueue:*"
+                "enqueue:<queue>, enqueue:*, events:publish or events:publish:<event>"
             )
     return sorted(set(scopes))
 

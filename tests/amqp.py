@@ -48,14 +48,17 @@ def dramatiq_message(
     return message
 
 
-def publish(url: str, queue: str, body: bytes | dict[str, Any], *, priority: int | None = None) -> None:
+def publish(
+    url: str, queue: str, body: bytes | dict[str, Any], *, priority: int | None = None, exchange: str = ""
+) -> None:
+    """Publish ``body`` with a confirm; ``queue`` is the routing key (on ``exchange``)."""
     data = json.dumps(body).encode() if isinstance(body, dict) else body
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()
         channel.confirm_delivery()
         channel.basic_publish(
-            "", queue, data, pika.BasicProperties(delivery_mode=2, priority=priority), mandatory=True
+            exchange, queue, data, pika.BasicProperties(delivery_mode=2, priority=priority), mandatory=True
         )
     finally:
         connection.close()

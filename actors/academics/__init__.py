@@ -1,3 +1,4 @@
-"""The academics domain: attendance interventions and roll-ups, IEP reminders, grade digests, trends."""
+"""The academics domain: attendance interventions and roll-ups, IEP reminders, grade digests, trends,
+and the handlers of ``grade.updated`` and ``attendance.marked``."""
 
-from actors.academics import actors  # noqa: F401  (declares the actors)
+from actors.academics import actors, handlers  # noqa: F401  (declares the actors and event handlers)

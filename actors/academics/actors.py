@@ -18,14 +18,14 @@ def _engine() -> Any:
 
 @actor("academics.detect_attendance_interventions", time_limit=1_800_000, max_retries=3, max_backoff=600_000)
 def detect_attendance_interventions(
-    window_days: int = 14, tier1_absences: int = 3, tier2_absences: int = 6, as_of: date | None = None
+    absences: int | None = None, window_days: int | None = None, as_of: date | None = None
 ) -> dict[str, Any]:
+    settings = service.AttendanceRule.from_settings()
+    rule = service.AttendanceRule(absences or settings.absences, window_days or settings.window_days)
     return service.detect_attendance_interventions(
         _engine(),
         notify,
-        window_days=window_days,
-        tier1_absences=tier1_absences,
-        tier2_absences=tier2_absences,
+        rule=rule,
         as_of=date.fromisoformat(as_of) if isinstance(as_of, str) else as_of,
     )
 
@@ -42,7 +42,7 @@ def send_iep_review_reminders(
     return service.send_iep_review_reminders(
         _engine(),
         notify,
-        milestones=milestones or [30, 60, 90],
+        milestones=milestones or [90, 60, 30],
         as_of=date.fromisoformat(as_of) if isinstance(as_of, str) else as_of,
     )
 

@@ -62,7 +62,7 @@ def archive_old_data(days: int = 365, batch_size: int = 5000, dry_run: bool = Fa
 @actor("maintenance.archive_dead_letters", time_limit=3_600_000, max_retries=3, max_backoff=1_800_000)
 def archive_dead_letters(queues: list[str] | None = None, dry_run: bool = False) -> dict[str, Any]:
     from brokers.settings import get_settings
-    from brokers.topology import DOMAIN_QUEUES
+    from brokers.topology import ALL_QUEUES
     from store.storage import get_storage
 
     settings = get_settings()
@@ -71,7 +71,7 @@ def archive_dead_letters(queues: list[str] | None = None, dry_run: bool = False)
         get_storage(),
         ttl_ms=settings.dead_letter_ttl_ms,
         margin_ms=int(settings.dead_letter_archive_margin_days * 86_400_000),
-        queues=tuple(queues or DOMAIN_QUEUES),
+        queues=tuple(queues or ALL_QUEUES),
         dry_run=dry_run,
     )
 

@@ -28,7 +28,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from brokers.topology import DOMAIN_QUEUES, dead_letter_queue
+from brokers.topology import ALL_QUEUES, dead_letter_queue
 from contracts.errors import TransientError
 from store import dead_letter_archive as archive
 from store.storage import Storage
@@ -62,7 +62,7 @@ def archive_dead_letters(
     *,
     ttl_ms: int,
     margin_ms: int,
-    queues: Sequence[str] = DOMAIN_QUEUES,
+    queues: Sequence[str] = ALL_QUEUES,
     now_ms: int | None = None,
     batch: int = BATCH,
     after_write: Callable[[str], None] | None = None,

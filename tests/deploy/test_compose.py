@@ -85,9 +85,9 @@ def test_the_pools_and_services_the_deployment_promises() -> None:
     for command in commands.values():
         if command[:2] == ["dramatiq", "actors"]:
             queues += command[command.index("--queues") + 1 : command.index("--processes")]
-    from brokers.topology import DOMAIN_QUEUES
+    from brokers.topology import ALL_QUEUES
 
-    assert sorted(queues) == sorted(DOMAIN_QUEUES)  # every queue has exactly one pool
+    assert sorted(queues) == sorted(ALL_QUEUES)  # every queue has exactly one pool
     assert sum(c == ["edujobs", "scheduler"] for c in commands.values()) == 2
     for name in ("rabbitmq", "postgres", "redis", "prometheus", "grafana", "api", "migrate"):
         assert name in services

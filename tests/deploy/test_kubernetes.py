@@ -17,7 +17,7 @@ import yaml
 
 from brokers.consumer import CLOSE_WAIT_SECONDS
 from brokers.settings import ENV_PREFIX, Settings
-from brokers.topology import DOMAIN_QUEUES
+from brokers.topology import ALL_QUEUES
 from tests.deploy.kubernetes import K8S, RULE_FILE, overlays, prometheus_rule, render
 
 pytestmark = pytest.mark.deploy
@@ -90,7 +90,7 @@ def test_the_pools_shut_down_within_their_grace_period(rendered: list[dict[str, 
     defaults = dramatiq.cli.make_argument_parser().parse_args(["actors"])  # type: ignore[no-untyped-call]
     shutdown_s = defaults.worker_shutdown_timeout / 1000 + CLOSE_WAIT_SECONDS
     workers = {n: d for n, d in objects(rendered, "Deployment").items() if n.startswith("worker-")}
-    assert sorted(q for d in workers.values() for q in worker_queues(d)) == sorted(DOMAIN_QUEUES)
+    assert sorted(q for d in workers.values() for q in worker_queues(d)) == sorted(ALL_QUEUES)
     for name, deployment in workers.items():
         args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
         assert "--worker-shutdown-timeout" not in args, name  # the default the figure above assumes

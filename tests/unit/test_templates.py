@@ -70,7 +70,8 @@ def test_every_template_renders_in_every_variant_with_html_escaped() -> None:
         "report_ready": {"report_name": "Q1", "report_format": "pdf", "download_url": "https://x.test/r"},
         "emergency_alert": {"title": "Closed <today>", "body": "Snow & ice"},
         "grade_posted": {"course": "Algebra", "assignment": "Quiz 3", "score": 18, "max_score": 20},
-        "iep_review_reminder": {"student_name": "Bo", "days_since_start": 60, "review_due_on": "2026-12-01"},
+        "iep_review_reminder": {"student_name": "Bo", "days_until_due": 60, "review_due_on": "2026-12-01"},
+        "iep_created": {"student_name": "Bo", "starts_on": "2026-12-01", "review_due_on": "2027-03-01"},
         "attendance_intervention": {"student_name": "Bo", "absences": 3, "window_days": 7, "tier": 2},
         "inactive_student": {
             "days_inactive": 15,
