@@ -142,3 +142,28 @@ def test_on_the_stub_broker_a_handler_gets_the_event_and_another_actor_refuses_i
     assert len(SEEN) == 1
     [dead] = stub_broker.dead_letters
     assert dead.message_id == wrong["message_id"]
+
+
+def test_a_signed_event_that_breaks_its_contract_is_dead_lettered_as_invalid_payload(
+    stub_broker: StubBroker, stub_worker: dramatiq.Worker
+) -> None:
+    from contracts.signing import sign_message
+    from middleware.fate import death_of
+
+    SEEN.clear()
+    # Given an event signed with the key whose payload does not match iep.created (no user_id)
+    fields = published("iep.created", {"iep_id": 4, "user_id": 5}, Settings().keyring())
+    fields["kwargs"] = {"iep_id": 4}
+    del fields["options"]["signature"]
+    sign_message(Settings().keyring(), fields)
+    handler_fields(fields, "testing.on_iep_created")
+    fields["queue_name"] = "testing.on_iep_created"
+    # When its handler's worker takes it
+    _enqueue(stub_broker, fields)
+    stub_broker.join("testing.on_iep_created", fail_fast=False)
+    stub_worker.join()
+    # Then the handler never runs: it is dead-lettered before, naming the field
+    assert SEEN == []
+    [dead] = stub_broker.dead_letters
+    death = death_of(dead)
+    assert death is not None and death.reason == "invalid_payload" and "user_id" in death.error
