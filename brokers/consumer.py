@@ -49,7 +49,7 @@ from dramatiq.message import Message, get_encoder
 
 from brokers import dlq
 from brokers.topology import canonical, delay_queue, park_queue
-from contracts.events import EVENTS_EXCHANGE, HANDLERS, event_envelope, handler_fields
+from contracts.events import EVENTS_EXCHANGE, bound_events, event_envelope, handler_fields
 from middleware.fate import ORIGIN, death_of, requeued, traceback_of
 from middleware.signatures import VERIFIED, refusal
 
@@ -190,7 +190,7 @@ class EdujobsConsumer(_RabbitmqConsumer):
         """Why an event must not run from this queue (not a handler's bound to it; an envelope
         that is neither as published nor this handler's), or None."""
         handler = canonical(self.queue_name)
-        if event not in HANDLERS.get(handler, ()):
+        if event not in (bound_events(handler) or ()):
             return f"event {event!r} reached queue {self.queue_name!r}, whose handler is not bound to it"
         if fields["queue_name"] not in self._own_names and fields["queue_name"] != EVENTS_EXCHANGE:
             return f"the event names queue {fields['queue_name']!r} but was published to {self.queue_name!r}"

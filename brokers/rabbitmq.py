@@ -49,7 +49,7 @@ from brokers.topology import (
     park_queue,
 )
 from contracts.errors import ConfigurationError
-from contracts.events import EVENTS_EXCHANGE, HANDLERS, UNROUTED_EXCHANGE, UNROUTED_QUEUE
+from contracts.events import EVENTS_EXCHANGE, UNROUTED_EXCHANGE, UNROUTED_QUEUE, bound_events
 from contracts.signing import SIGNATURE_OPTION, Keyring
 from middleware.fate import ORIGIN, mark_dead
 
@@ -138,7 +138,7 @@ class EdujobsBroker(RabbitmqBroker):
     def _declare_queue(self, queue_name: str) -> Any:
         result = self._declare(queue_name, self.queue_arguments(queue_name))
         self._declare(park_queue(queue_name), self.park_arguments(queue_name))
-        events = HANDLERS.get(queue_name)
+        events = bound_events(queue_name)
         if events is not None:
             self.declare_events_exchange()
             for event in events:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import dramatiq
@@ -21,6 +22,7 @@ from brokers.rabbitmq import EdujobsBroker
 from brokers.settings import Settings, get_settings
 from brokers.topology import ALL_QUEUES
 from contracts.errors import ContractError, PermanentError, TransientError, UnknownActorError
+from contracts.events import event_envelope, get_event
 from contracts.priorities import MAX_PRIORITY
 from contracts.registry import ActorContract, get_contract
 from middleware.age_limits import AgeLimit
@@ -58,14 +60,18 @@ def _contract_of(actor_name: str) -> ActorContract | None:
         return None  # not an edujobs actor (every actor under actors/ has a contract)
 
 
-def validate_arguments(actor_name: str, arguments: dict[str, Any]) -> None:
-    """Check an actor's arguments against its contract; raise ``ValueError`` naming the bad field."""
-    contract = _contract_of(actor_name)
-    if contract is None:
-        return
+def validate_arguments(actor_name: str, arguments: dict[str, Any], options: Mapping[str, Any]) -> None:
+    """Check an actor's arguments against its contract, or an event handler's against the contract
+    of the event it carries; raise ``ValueError`` naming the bad field."""
+    event = event_envelope(options)
     try:
-        contract.validate(arguments)
-    except ContractError as e:
+        if event is not None:
+            get_event(event[0]).validate(arguments)
+            return
+        contract = _contract_of(actor_name)
+        if contract is not None:
+            contract.validate(arguments)
+    except (ContractError, UnknownActorError) as e:
         raise ValueError(str(e)) from None
 
 

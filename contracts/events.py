@@ -19,9 +19,9 @@ of its own (``handler_message_id``), so that job states, retries and dead letter
 never meet another's. ``contracts.signing`` signs an event's envelope as its publisher wrote it
 (``event_envelope``), so the signature holds for the handler's copy and every retry of it.
 
-``HANDLERS`` names every handler and the events it is bound to: the worker declares the bindings from
-its actors (the decorator checks they agree with this table), and producers and operators' tools,
-which import no actor, read the handler queues here.
+``HANDLERS`` names every handler of the code base and the events it is bound to: producers and
+operators' tools, which import no actor, read the handler queues here; a worker binds the handlers it
+declares (``bound_events``: the decorator checks they agree with this table).
 
 This module imports neither dramatiq nor any project module but ``contracts``.
 """
@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from types import MappingProxyType
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import ValidationError
@@ -164,18 +165,24 @@ class UserCreated(EventContract):
 
 # -- handlers -----------------------------------------------------------------------------------
 
-#: Every handler (its name is its queue's) and the events it is bound to.
-HANDLERS: dict[str, tuple[str, ...]] = {
-    "academics.on_grade_updated": ("grade.updated",),
-    "academics.on_attendance_marked": ("attendance.marked",),
-    "notifications.on_iep_created": ("iep.created",),
-    "notifications.on_user_created": ("user.created",),
-}
+#: Every handler of the code base (its name is its queue's) and the events it is bound to: what
+#: producers and operators' tools, which import no actor, know of the handlers.
+HANDLERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "academics.on_grade_updated": ("grade.updated",),
+        "academics.on_attendance_marked": ("attendance.marked",),
+        "notifications.on_iep_created": ("iep.created",),
+        "notifications.on_user_created": ("user.created",),
+    }
+)
+
+#: The handlers declared in this process (by ``actors.base.handler``), tests' and benchmarks' included.
+_DECLARED: dict[str, tuple[str, ...]] = {}
 
 
 def register_handler(name: str, events: tuple[str, ...]) -> None:
-    """Record a handler's bindings (the ``handler`` decorator calls it); a handler listed in
-    ``HANDLERS`` must be bound to exactly the events listed there."""
+    """Record a handler declared in this process (the ``handler`` decorator calls it); a handler listed
+    in ``HANDLERS`` must be bound to exactly the events listed there."""
     for event in events:
         get_event(event)
     known = HANDLERS.get(name)
@@ -184,15 +191,22 @@ def register_handler(name: str, events: tuple[str, ...]) -> None:
             f"handler {name} handles {', '.join(events)} but contracts.events.HANDLERS binds it to "
             f"{', '.join(known)}: make them agree"
         )
-    HANDLERS[name] = tuple(events)
+    _DECLARED[name] = tuple(events)
+
+
+def bound_events(handler: str) -> tuple[str, ...] | None:
+    """The events ``handler``'s queue is bound to (declared in this process, else listed), or None
+    when it is not a handler."""
+    return _DECLARED.get(handler) or HANDLERS.get(handler)
 
 
 def handler_queues() -> tuple[str, ...]:
-    """The queue of every handler (a handler's queue is named after it)."""
+    """The queue of every listed handler (a handler's queue is named after it)."""
     return tuple(sorted(HANDLERS))
 
 
 def handlers_of(event: str) -> tuple[str, ...]:
+    """The listed handlers bound to ``event``."""
     return tuple(sorted(name for name, events in HANDLERS.items() if event in events))
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from dramatiq import Broker, MessageProxy
 from dramatiq.middleware import Middleware
 
-from contracts.events import HANDLERS, event_envelope
+from contracts.events import bound_events, event_envelope
 from contracts.signing import Keyring, option_problem, verify_message
 from middleware.fate import reject
 
@@ -48,7 +48,7 @@ def refusal(keyring: Keyring, fields: dict[str, Any]) -> tuple[str, str] | None:
         return "invalid_options", problem
     event = event_envelope(fields["options"])
     actor = fields["actor_name"]
-    if event is not None and actor != event[0] and event[0] not in HANDLERS.get(actor, ()):
+    if event is not None and actor != event[0] and event[0] not in (bound_events(actor) or ()):
         return "wrong_queue", f"event {event[0]!r} is not one that {actor!r} handles"
     problem = verify_message(keyring, fields)
     if problem is not None:

@@ -1,14 +1,15 @@
 """Validation: dead-letters a message that does not match its actor's contract.
 
-The contract check is handed in by ``brokers.setup`` (``validate(actor_name, arguments)`` raising
-``ValueError`` with a message naming the bad field), so that this module knows no contract itself.
+The contract check is handed in by ``brokers.setup`` (``validate(actor_name, arguments, options)``
+raising ``ValueError`` with a message naming the bad field; the options tell an event's handler which
+event it carries), so that this module knows no contract itself.
 Arguments sent positionally (``actor.send(1, "x")``) are bound to the actor's parameter names first.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dramatiq import Broker, MessageProxy
@@ -16,7 +17,7 @@ from dramatiq.middleware import Middleware
 
 from middleware.fate import reject
 
-Validator = Callable[[str, dict[str, Any]], None]
+Validator = Callable[[str, dict[str, Any], Mapping[str, Any]], None]
 
 
 class Validation(Middleware):
@@ -38,7 +39,7 @@ class Validation(Middleware):
                 error = f"arguments do not fit {message.actor_name}: {e}"
                 reject(message, "invalid_payload", "ContractError", error)
         try:
-            self.validate(message.actor_name, arguments)
+            self.validate(message.actor_name, arguments, message.options)
         except ValueError as e:
             reject(message, "invalid_payload", "ContractError", str(e))
 

@@ -69,9 +69,14 @@ def test_each_handler_has_a_queue_like_a_domain_bound_to_its_events(topology: st
     collector = QueueStatsCollector(
         QueueStatsReader(management_url=MANAGEMENT, vhost=urllib.parse.unquote(vhost))
     )
-    depths = next(m for m in collector.collect() if m.name == "edujobs_queue_messages")
-    reported = {sample.labels["queue"] for sample in depths.samples}
-    assert set(ALL_QUEUES) <= reported and "notifications.on_user_created" in reported
+
+    def reported() -> set[str]:
+        depths = next(m for m in collector.collect() if m.name == "edujobs_queue_messages")
+        return {sample.labels["queue"] for sample in depths.samples}
+
+    # (RabbitMQ has a new queue's figures after its statistics interval)
+    wait_until(lambda: set(ALL_QUEUES) <= reported(), what="every queue's depth in the metrics")
+    assert "notifications.on_user_created" in reported()
 
 
 def test_one_published_event_lands_once_in_every_bound_handler_queue(topology: str) -> None:

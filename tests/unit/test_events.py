@@ -142,3 +142,40 @@ def test_on_the_stub_broker_a_handler_gets_the_event_and_another_actor_refuses_i
     assert len(SEEN) == 1
     [dead] = stub_broker.dead_letters
     assert dead.message_id == wrong["message_id"]
+
+
+def test_a_signed_event_that_breaks_its_contract_is_dead_lettered_as_invalid_payload(
+    stub_broker: StubBroker, stub_worker: dramatiq.Worker
+) -> None:
+    from contracts.signing import sign_message
+    from middleware.fate import death_of
+
+    SEEN.clear()
+    # Given an event signed with the key whose payload does not match iep.created (no user_id)
+    fields = published("iep.created", {"iep_id": 4, "user_id": 5}, Settings().keyring())
+    fields["kwargs"] = {"iep_id": 4}
+    del fields["options"]["signature"]
+    sign_message(Settings().keyring(), fields)
+    handler_fields(fields, "testing.on_iep_created")
+    fields["queue_name"] = "testing.on_iep_created"
+    # When its handler's worker takes it
+    _enqueue(stub_broker, fields)
+    stub_broker.join("testing.on_iep_created", fail_fast=False)
+    stub_worker.join()
+    # Then the handler never runs: it is dead-lettered before, naming the field
+    assert SEEN == []
+    [dead] = stub_broker.dead_letters
+    death = death_of(dead)
+    assert death is not None and death.reason == "invalid_payload" and "user_id" in (death.error or "")
+
+
+def test_every_handler_the_worker_declares_is_listed_in_the_bindings_table() -> None:
+    import actors  # noqa: F401  (declares every actor and handler on the test process's broker)
+    from contracts.registry import all_contracts
+
+    # HANDLERS is what producers and operators' tools know; the worker's handlers must all be there
+    declared = dramatiq.get_broker().get_declared_actors()
+    handlers = {name for name in declared if not name.startswith("testing.") and name not in all_contracts()}
+    assert {"notifications.on_iep_created", "notifications.on_user_created"} <= handlers
+    assert handlers <= set(HANDLERS), "list every handler in contracts.events.HANDLERS"
+    assert "testing.on_iep_created" not in HANDLERS  # a test's handler is bound in its process only
