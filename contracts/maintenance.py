@@ -17,7 +17,8 @@ DRY_RUN_DESCRIPTION = "Report what would be removed or archived; change nothing.
 @register("maintenance.run_cleanup", queue="maintenance", priority="low")
 class RunCleanup(Contract):
     """Delete what has outlived its use: old job records, delivery ledger entries, digested events,
-    schedule fires, expired reports (their files too), and the temporary files killed workers left."""
+    schedule fires, event handlers' processed-event records, expired reports (their files too), and
+    the temporary files killed workers left."""
 
     job_days: int = Field(default=30, ge=1, le=3650, description="Finished job records kept this long.")
     delivery_days: int = Field(
@@ -25,6 +26,13 @@ class RunCleanup(Contract):
     )
     event_days: int = Field(default=30, ge=1, le=3650, description="Digested events kept this long.")
     fire_days: int = Field(default=180, ge=1, le=3650, description="Schedule fire records kept this long.")
+    processed_event_days: int = Field(
+        default=90,
+        ge=15,
+        le=3650,
+        description="Event handlers' records of the events they applied (their once-per-event guard) "
+        "kept this long: an event redelivered later would be applied again.",
+    )
     dry_run: bool = Field(default=False, description=DRY_RUN_DESCRIPTION)
 
 

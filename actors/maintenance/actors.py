@@ -25,6 +25,7 @@ def run_cleanup(
     delivery_days: int = 90,
     event_days: int = 30,
     fire_days: int = 180,
+    processed_event_days: int = 90,
     dry_run: bool = False,
 ) -> dict[str, Any]:
     engine, storage = _engine_and_storage()
@@ -35,6 +36,7 @@ def run_cleanup(
         delivery_days=delivery_days,
         event_days=event_days,
         fire_days=fire_days,
+        processed_event_days=processed_event_days,
         dry_run=dry_run,
     )
     return {**counts, "dry_run": dry_run}

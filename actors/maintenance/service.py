@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from actors.media.temp import sweep_stale_workdirs
 from contracts.errors import PermanentError, TransientError
-from store.models import AccessLog, Delivery, JobRecord, Report
+from store.models import AccessLog, Delivery, JobRecord, ProcessedEvent, Report
 from store.models_notifications import DigestEvent
 from store.models_schedules import ScheduleFire
 from store.storage import ObjectNotFoundError, Storage
@@ -49,6 +49,7 @@ def run_cleanup(
     delivery_days: int = 90,
     event_days: int = 30,
     fire_days: int = 180,
+    processed_event_days: int = 90,
     now: datetime | None = None,
     media_temp_dir: str | None = None,
     dry_run: bool = False,
@@ -78,6 +79,13 @@ def run_cleanup(
             & (DigestEvent.digested_at < at - timedelta(days=event_days)),
         ),
         ("schedule_fires", ScheduleFire, ScheduleFire.fire_time < at - timedelta(days=fire_days)),
+        # An event handler's record of the events it applied (its once-per-event-id guard): kept
+        # far longer than a dead letter can wait to be requeued (EDUJOBS_DEAD_LETTER_TTL_DAYS).
+        (
+            "processed_events",
+            ProcessedEvent,
+            ProcessedEvent.processed_at < at - timedelta(days=processed_event_days),
+        ),
     )
     counts: dict[str, int] = {}
     with engine.begin() as connection:

@@ -20,7 +20,7 @@ from store import audit
 from store.db import make_engine
 from store.jobs import JobStore
 from store.migrate import upgrade
-from store.models import AccessLog, Delivery, Iep, JobRecord, Report, User
+from store.models import AccessLog, Delivery, Iep, JobRecord, ProcessedEvent, Report, User
 from store.models_schedules import ScheduleFire
 from store.storage import LocalStorage, Storage
 
@@ -115,6 +115,12 @@ def test_cleanup_deletes_only_what_outlived_its_use_and_expired_report_files(
                 claimed_by="x",
             )
         )
+        session.add_all(
+            [
+                ProcessedEvent(handler="h", event_id="old", processed_at=NOW - timedelta(days=91)),
+                ProcessedEvent(handler="h", event_id="new", processed_at=NOW - timedelta(days=89)),
+            ]
+        )
         session.commit()
     counts = service.run_cleanup(engine, storage)
     assert counts == {
@@ -122,6 +128,7 @@ def test_cleanup_deletes_only_what_outlived_its_use_and_expired_report_files(
         "deliveries": 1,
         "digest_events": 0,
         "schedule_fires": 1,
+        "processed_events": 1,
         "expired_reports": 1,
         "stale_media_workdirs": 0,
         "stale_upload_temp_files": 0,
@@ -131,6 +138,7 @@ def test_cleanup_deletes_only_what_outlived_its_use_and_expired_report_files(
         assert sorted(session.scalars(select(JobRecord.message_id))) == ["new-done", "old-running"]
         assert sorted(session.scalars(select(Delivery.idempotency_key))) == ["k-new", "k-pending"]
         assert session.scalar(select(Report.status)) == "expired"
+        assert list(session.scalars(select(ProcessedEvent.event_id))) == ["new"]
     assert service.run_cleanup(engine, storage)["job_records"] == 0
 
 

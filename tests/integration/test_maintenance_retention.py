@@ -408,6 +408,7 @@ def test_a_dry_cleanup_changes_nothing_and_counts_what_the_cleanup_then_removes(
             "job_records": 1,
             "deliveries": 1,
             "digest_events": 0,
+            "processed_events": 0,
             "schedule_fires": 0,
             "expired_reports": 1,
             "stale_media_workdirs": 1,
