@@ -18,6 +18,11 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.fakes import fcm, twilio
+from tests.fakes.fcm import FakeFcm
+from tests.fakes.sendgrid import FakeSendGrid
+from tests.fakes.twilio import FakeTwilio
+
 RABBITMQ_HOST = os.environ.get("EDUJOBS_TEST_RABBITMQ_HOST", "127.0.0.1")
 MANAGEMENT_URL = os.environ.get("EDUJOBS_TEST_RABBITMQ_MANAGEMENT", "http://127.0.0.1:15672")
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -79,3 +84,30 @@ def postgres_database() -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def services_environment(
+    amqp_url: str, database_url: str, fake_sendgrid: FakeSendGrid, fake_twilio: FakeTwilio, fake_fcm: FakeFcm
+) -> dict[str, str]:
+    """The edujobs settings (environment variables) that wire a worker or a producer to these
+    services and fake providers."""
+    return {
+        "EDUJOBS_ENVIRONMENT": "test",
+        "EDUJOBS_RABBITMQ_URL": amqp_url,
+        "EDUJOBS_DATABASE_URL": database_url,
+        "EDUJOBS_SENDGRID_HOST": fake_sendgrid.url,
+        "EDUJOBS_SENDGRID_API_KEY": "SG.test-key",
+        "EDUJOBS_SENDGRID_TIMEOUT": "5",
+        "EDUJOBS_EMAIL_FROM": "school@example.edu",
+        "EDUJOBS_TWILIO_BASE_URL": fake_twilio.url,
+        "EDUJOBS_TWILIO_ACCOUNT_SID": twilio.ACCOUNT_SID,
+        "EDUJOBS_TWILIO_AUTH_TOKEN": twilio.AUTH_TOKEN,
+        "EDUJOBS_TWILIO_FROM_NUMBER": twilio.FROM_NUMBER,
+        "EDUJOBS_TWILIO_TIMEOUT": "5",
+        "EDUJOBS_TWILIO_STATUS_CALLBACK_URL": "https://school.example.edu/hooks/twilio",
+        "EDUJOBS_FCM_PROJECT_ID": fcm.PROJECT_ID,
+        "EDUJOBS_FCM_BASE_URL": fake_fcm.url,
+        "EDUJOBS_FCM_TIMEOUT": "5",
+        "EDUJOBS_SIGNING_KEY": "test-signing-key",
+        "EDUJOBS_METRICS_PORT": "0",
+    }
