@@ -89,3 +89,12 @@ def depth(url: str, queue: str) -> int:
         return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
     finally:
         connection.close()
+
+
+def consumers(url: str, queue: str) -> int:
+    """How many consumers ``queue`` has (a paused worker closes its consumer)."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return int(connection.channel().queue_declare(queue, passive=True).method.consumer_count)
+    finally:
+        connection.close()

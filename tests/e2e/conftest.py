@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TypeVar, cast
@@ -210,7 +210,7 @@ def shared_env(shared_services: SharedServices, monkeypatch: pytest.MonkeyPatch)
 SHARED = "shared_services"
 
 
-def _fake(request: pytest.FixtureRequest, kind: type[FakeServerT]) -> Iterator[FakeServerT]:
+def _fake(request: pytest.FixtureRequest, kind: Callable[[], FakeServerT]) -> Iterator[FakeServerT]:
     """A fake provider of ``kind`` started for one test; or, in a module that shares a worker, the
     module's one (made as new by ``shared_env``)."""
     if SHARED in request.fixturenames:
