@@ -7,6 +7,7 @@ green CI run always means the integration tests really ran.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import queue
@@ -22,6 +23,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from store.migrate import upgrade
 from tests.fakes import fcm, twilio
 from tests.fakes.fcm import FakeFcm
 from tests.fakes.sendgrid import FakeSendGrid
@@ -75,18 +77,42 @@ def management_get(path: str) -> Any:
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """Create a database for one test and yield its URL; drop it afterwards."""
+def postgres_database(*, migrated: bool = False) -> Iterator[str]:
+    """Create a database for one test and yield its URL; drop it afterwards. ``migrated``: at the
+    latest revision, a copy of a database this process migrated once (0.1 s instead of 0.5 to 1 s
+    for running the migrations again)."""
     require("PostgreSQL", "127.0.0.1", 5432)
     name = unique("edujobs_test")
+    template = f' TEMPLATE "{_migrated_template()}"' if migrated else ""
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}"{template}'))
     admin.dispose()
     try:
         yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     finally:
         _dropper.drop(name)
+
+
+@functools.cache
+def _migrated_template() -> str:
+    """A database migrated to the latest revision, that ``postgres_database(migrated=True)`` copies;
+    dropped when the process exits."""
+    name = unique("edujobs_template")
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    upgrade(POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
+
+    def drop() -> None:
+        engine = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+    atexit.register(drop)
+    return name
 
 
 class _Dropper:

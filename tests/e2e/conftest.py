@@ -49,7 +49,7 @@ def module_worker(**extra_env: str) -> Iterator[tuple[dict[str, str], WorkerProc
     """A worker of the test actors on a vhost, database and Redis record of its own, for the tests
     of a module: yields its environment (``EDUJOBS_TEST_KEY`` is the record) and the process."""
     key = f"edujobs-test:{uuid.uuid4().hex}"
-    with rabbitmq_vhost() as url, postgres_database() as database:
+    with rabbitmq_vhost() as url, postgres_database(migrated=True) as database:
         upgrade(database)
         env = {
             "EDUJOBS_ENVIRONMENT": "test",
@@ -181,7 +181,7 @@ def shared_worker_env() -> dict[str, str]:
 def shared_services(shared_worker_env: dict[str, str]) -> Iterator[SharedServices]:
     with ExitStack() as stack:
         url = stack.enter_context(rabbitmq_vhost())
-        database = stack.enter_context(postgres_database())
+        database = stack.enter_context(postgres_database(migrated=True))
         upgrade(database)
         fakes = FakeSendGrid().start(), FakeTwilio().start(), FakeFcm().start()
         for fake in fakes:
