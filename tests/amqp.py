@@ -87,8 +87,19 @@ def take(url: str, queue: str, count: int, timeout: float = 30.0) -> list[Receiv
 
 
 def depth(url: str, queue: str) -> int:
+    return _counts(url, queue)[0]
+
+
+def consumers(url: str, queue: str) -> int:
+    """How many consumers ``queue`` has (a paused worker closes its consumer)."""
+    return _counts(url, queue)[1]
+
+
+def _counts(url: str, queue: str) -> tuple[int, int]:
+    """``queue``'s ready messages and consumers."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
-        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+        ok = connection.channel().queue_declare(queue, passive=True).method
+        return int(ok.message_count), int(ok.consumer_count)
     finally:
         connection.close()

@@ -15,11 +15,10 @@ import tests.stub  # noqa: F401  (sets the process's StubBroker before any actor
 from brokers.settings import get_settings
 from middleware.breaker_storage import BreakerRegistry, install
 from store.migrate import upgrade
-from tests.fakes import fcm, twilio
 from tests.fakes.fcm import FakeFcm
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.twilio import FakeTwilio
-from tests.services import postgres_database, rabbitmq_vhost
+from tests.services import postgres_database, rabbitmq_vhost, services_environment
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -57,8 +56,16 @@ def amqp_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def database_url() -> Iterator[str]:
-    with postgres_database() as url:
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    # For ``edujobs_env``, which migrates it anyway, a copy of a migrated database (much faster)
+    with postgres_database(migrated="edujobs_env" in request.fixturenames) as url:
+        yield url
+
+
+@pytest.fixture
+def migrated_database_url() -> Iterator[str]:
+    """A database at the latest revision: a copy of one this process migrated once."""
+    with postgres_database(migrated=True) as url:
         yield url
 
 
@@ -93,26 +100,7 @@ def edujobs_env(
     monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, str]:
     """The environment of a worker and a producer wired to this test's services (database migrated)."""
-    env = {
-        "EDUJOBS_ENVIRONMENT": "test",
-        "EDUJOBS_RABBITMQ_URL": amqp_url,
-        "EDUJOBS_DATABASE_URL": database_url,
-        "EDUJOBS_SENDGRID_HOST": fake_sendgrid.url,
-        "EDUJOBS_SENDGRID_API_KEY": "SG.test-key",
-        "EDUJOBS_SENDGRID_TIMEOUT": "5",
-        "EDUJOBS_EMAIL_FROM": "school@example.edu",
-        "EDUJOBS_TWILIO_BASE_URL": fake_twilio.url,
-        "EDUJOBS_TWILIO_ACCOUNT_SID": twilio.ACCOUNT_SID,
-        "EDUJOBS_TWILIO_AUTH_TOKEN": twilio.AUTH_TOKEN,
-        "EDUJOBS_TWILIO_FROM_NUMBER": twilio.FROM_NUMBER,
-        "EDUJOBS_TWILIO_TIMEOUT": "5",
-        "EDUJOBS_TWILIO_STATUS_CALLBACK_URL": "https://school.example.edu/hooks/twilio",
-        "EDUJOBS_FCM_PROJECT_ID": fcm.PROJECT_ID,
-        "EDUJOBS_FCM_BASE_URL": fake_fcm.url,
-        "EDUJOBS_FCM_TIMEOUT": "5",
-        "EDUJOBS_SIGNING_KEY": "test-signing-key",
-        "EDUJOBS_METRICS_PORT": "0",
-    }
+    env = services_environment(amqp_url, database_url, fake_sendgrid, fake_twilio, fake_fcm)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     upgrade(database_url)

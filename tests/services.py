@@ -6,8 +6,13 @@ green CI run always means the integration tests really ran.
 
 from __future__ import annotations
 
+import atexit
+import functools
+import logging
 import os
+import queue
 import socket
+import threading
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -17,6 +22,12 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
+
+from store.migrate import upgrade
+from tests.fakes import fcm, twilio
+from tests.fakes.fcm import FakeFcm
+from tests.fakes.sendgrid import FakeSendGrid
+from tests.fakes.twilio import FakeTwilio
 
 RABBITMQ_HOST = os.environ.get("EDUJOBS_TEST_RABBITMQ_HOST", "127.0.0.1")
 MANAGEMENT_URL = os.environ.get("EDUJOBS_TEST_RABBITMQ_MANAGEMENT", "http://127.0.0.1:15672")
@@ -66,16 +77,108 @@ def management_get(path: str) -> Any:
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """Create a database for one test and yield its URL; drop it afterwards."""
+def postgres_database(*, migrated: bool = False) -> Iterator[str]:
+    """Create a database for one test and yield its URL; drop it afterwards. ``migrated``: at the
+    latest revision, a copy of a database this process migrated once (0.1 s instead of 0.5 to 1 s
+    for running the migrations again)."""
     require("PostgreSQL", "127.0.0.1", 5432)
     name = unique("edujobs_test")
+    template = f' TEMPLATE "{_migrated_template()}"' if migrated else ""
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}"{template}'))
+    admin.dispose()
     try:
         yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     finally:
-        with admin.connect() as connection:
+        _dropper.drop(name)
+
+
+@functools.cache
+def _migrated_template() -> str:
+    """A database migrated to the latest revision, that ``postgres_database(migrated=True)`` copies;
+    dropped when the process exits."""
+    name = unique("edujobs_template")
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    upgrade(POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
+
+    def drop() -> None:
+        engine = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        engine.dispose()
+
+    atexit.register(drop)
+    return name
+
+
+class _Dropper:
+    """Drops the tests' databases on a thread of its own: a DROP DATABASE takes 0.5 s or more on
+    this machine, which the test that made the database need not wait for. Every database handed
+    over is dropped before the test process exits."""
+
+    def __init__(self) -> None:
+        self._names: queue.Queue[str | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="drop-test-databases", daemon=True)
+                self._thread.start()
+                atexit.register(self.finish)
+        self._names.put(name)
+
+    def finish(self) -> None:
+        """Wait until every database handed over is dropped."""
+        self._names.put(None)
+        if self._thread is not None:
+            self._thread.join(120)
+
+    def _run(self) -> None:
+        admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        try:
+            while (name := self._names.get()) is not None:
+                try:
+                    with admin.connect() as connection:
+                        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                except Exception:  # a database left behind must not stop the others
+                    logging.getLogger(__name__).warning(
+                        "Could not drop test database %s", name, exc_info=True
+                    )
+        finally:
+            admin.dispose()
+
+
+_dropper = _Dropper()
+
+
+def services_environment(
+    amqp_url: str, database_url: str, fake_sendgrid: FakeSendGrid, fake_twilio: FakeTwilio, fake_fcm: FakeFcm
+) -> dict[str, str]:
+    """The edujobs settings (environment variables) that wire a worker or a producer to these
+    services and fake providers."""
+    return {
+        "EDUJOBS_ENVIRONMENT": "test",
+        "EDUJOBS_RABBITMQ_URL": amqp_url,
+        "EDUJOBS_DATABASE_URL": database_url,
+        "EDUJOBS_SENDGRID_HOST": fake_sendgrid.url,
+        "EDUJOBS_SENDGRID_API_KEY": "SG.test-key",
+        "EDUJOBS_SENDGRID_TIMEOUT": "5",
+        "EDUJOBS_EMAIL_FROM": "school@example.edu",
+        "EDUJOBS_TWILIO_BASE_URL": fake_twilio.url,
+        "EDUJOBS_TWILIO_ACCOUNT_SID": twilio.ACCOUNT_SID,
+        "EDUJOBS_TWILIO_AUTH_TOKEN": twilio.AUTH_TOKEN,
+        "EDUJOBS_TWILIO_FROM_NUMBER": twilio.FROM_NUMBER,
+        "EDUJOBS_TWILIO_TIMEOUT": "5",
+        "EDUJOBS_TWILIO_STATUS_CALLBACK_URL": "https://school.example.edu/hooks/twilio",
+        "EDUJOBS_FCM_PROJECT_ID": fcm.PROJECT_ID,
+        "EDUJOBS_FCM_BASE_URL": fake_fcm.url,
+        "EDUJOBS_FCM_TIMEOUT": "5",
+        "EDUJOBS_SIGNING_KEY": "test-signing-key",
+        "EDUJOBS_METRICS_PORT": "0",
+    }

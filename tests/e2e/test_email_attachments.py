@@ -30,10 +30,26 @@ BACKUP = b"SQLite format 3\x00 token hashes and personal data"
 KEY = b"test-signing-key"
 
 
+@pytest.fixture(scope="module")
+def storage_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("storage")
+
+
+@pytest.fixture(scope="module")
+def shared_worker_env(storage_root: Path) -> dict[str, str]:
+    return {"EDUJOBS_STORAGE_URL": f"file:{storage_root}"}
+
+
 @pytest.fixture
-def engine(edujobs_env: dict[str, str], tmp_path: Path) -> Iterator[Engine]:
-    edujobs_env["EDUJOBS_STORAGE_URL"] = f"file:{tmp_path / 'storage'}"
-    storage = LocalStorage(tmp_path / "storage")
+def edujobs_env(shared_env: dict[str, str]) -> dict[str, str]:
+    """One worker for the module's tests; each starts on empty queues, database and fakes."""
+    return shared_env
+
+
+@pytest.fixture
+def engine(edujobs_env: dict[str, str], storage_root: Path) -> Iterator[Engine]:
+    # The files the tests ask for, written again for each test
+    storage = LocalStorage(storage_root)
     storage.put_bytes("attachments/7/q1.pdf", REPORT)
     storage.put_bytes("backups/2026-12-01/edujobs.sqlite3", BACKUP)
     storage.put_bytes("reports/course-performance/2026-12-01/q1.pdf", REPORT)

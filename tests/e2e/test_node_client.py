@@ -55,7 +55,7 @@ def stack() -> Iterator[Stack]:
     """One worker of the real actors for the module, with the fake SendGrid and a user to mail."""
     node = node_or_skip()
     sendgrid = FakeSendGrid().start()
-    with rabbitmq_vhost() as url, postgres_database() as database:
+    with rabbitmq_vhost() as url, postgres_database(migrated=True) as database:
         upgrade(database)
         engine = make_engine(database)
         with Session(engine) as session:

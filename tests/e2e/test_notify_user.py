@@ -35,18 +35,33 @@ def _now_quiet() -> tuple[time, time]:
     ).time().replace(microsecond=0)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def breaker_namespace() -> str:
     require("Redis", "127.0.0.1", 6379)
     return unique("edujobs-test-notify-breaker")
 
 
+@pytest.fixture(scope="module")
+def shared_worker_env(breaker_namespace: str) -> dict[str, str]:
+    # The worker shares its breakers' state through Redis, under this module's namespace (closed
+    # again before each test)
+    return {"EDUJOBS_REDIS_URL": REDIS_URL, "EDUJOBS_BREAKER_NAMESPACE": breaker_namespace}
+
+
 @pytest.fixture
-def engine(
-    edujobs_env: dict[str, str], breaker_namespace: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Engine]:
-    # The worker shares its breakers' state through Redis, under this test's namespace
-    edujobs_env.update({"EDUJOBS_REDIS_URL": REDIS_URL, "EDUJOBS_BREAKER_NAMESPACE": breaker_namespace})
+def edujobs_env(request: pytest.FixtureRequest, shared_worker_env: dict[str, str]) -> dict[str, str]:
+    """One worker for the module's tests; each starts on empty queues, database, fakes and breakers.
+    The fault test starts a worker of its own, on services of its own (the usual ``edujobs_env``)."""
+    if request.node.get_closest_marker("faults"):
+        env: dict[str, str] = request.getfixturevalue("edujobs_env")
+        env.update(shared_worker_env)
+        return env
+    shared: dict[str, str] = request.getfixturevalue("shared_env")
+    return shared
+
+
+@pytest.fixture
+def engine(edujobs_env: dict[str, str]) -> Iterator[Engine]:
     start, end = _now_quiet()
     engine = make_engine(edujobs_env["EDUJOBS_DATABASE_URL"])
     with Session(engine) as session:

@@ -14,7 +14,7 @@ from ops.cli import app
 from store.audit import recent
 from store.db import make_engine
 from store.jobs import JobStore
-from tests.amqp import depth, dramatiq_message, publish
+from tests.amqp import consumers, depth, dramatiq_message, publish
 from tests.worker import WorkerProcess, wait_until
 
 KEY = b"test-signing-key"
@@ -36,7 +36,8 @@ def test_a_paused_queue_keeps_its_messages_and_a_resumed_one_runs_them_except_th
     try:
         # Given an operator paused the maintenance queue while a worker consumes it
         assert cli("queues", "pause", "maintenance", "--reason", "database upgrade", "--as", "ana")["changed"]
-        time.sleep(2)  # the worker's poll (0.5 s here) closes its consumer
+        # the worker's poll (0.5 s here) closes its consumer
+        wait_until(lambda: consumers(url, "maintenance") == 0, what="the paused queue's consumer closed")
         # When three jobs are sent to it
         messages = [
             dramatiq_message("testing.record", "maintenance", {"value": f"job-{n}"}, key=KEY)

@@ -13,9 +13,15 @@ from sqlalchemy.orm import Session
 from brokers.client import Client
 from store.db import make_engine
 from store.models import Delivery, User
+from tests.e2e.conftest import SharedServices
 from tests.fakes.http import Reply
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.worker import WorkerProcess
+
+
+@pytest.fixture
+def edujobs_env(shared_env: dict[str, str]) -> dict[str, str]:
+    """One worker for the module's tests; each starts on empty queues, database and fakes."""
+    return shared_env
 
 
 @pytest.fixture
@@ -30,17 +36,9 @@ def engine(edujobs_env: dict[str, str]) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def worker(edujobs_env: dict[str, str], engine: Engine) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(edujobs_env, threads=2).wait_ready()
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def client(edujobs_env: dict[str, str], worker: WorkerProcess) -> Iterator[Client]:
-    producer = Client(edujobs_env["EDUJOBS_RABBITMQ_URL"], signing_key=b"test-signing-key")
-    yield producer
-    producer.close()
+def client(shared_services: SharedServices, engine: Engine) -> Client:
+    """A producer, with the module's worker running once ``engine`` has written the users."""
+    return shared_services.client
 
 
 def deliveries(engine: Engine) -> list[Delivery]:

@@ -22,6 +22,12 @@ from tests.worker import wait_until
 
 
 @pytest.fixture
+def edujobs_env(shared_env: dict[str, str]) -> dict[str, str]:
+    """One worker for the module's tests; each starts on empty queues, database and fakes."""
+    return shared_env
+
+
+@pytest.fixture
 def engine(edujobs_env: dict[str, str]) -> Iterator[Engine]:
     engine = make_engine(edujobs_env["EDUJOBS_DATABASE_URL"])
     no_quiet_hours = {

@@ -46,8 +46,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
+    """One headless Chromium for the module's tests (it takes some 2 s to start); each test opens
+    its own API, on a port (so an origin, with its storage) of its own."""
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):

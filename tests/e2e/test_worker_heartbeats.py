@@ -23,7 +23,7 @@ KEY = b"test-signing-key"
 
 def test_heartbeats_show_a_pool_and_a_killed_child_stops_the_pool_and_is_flagged_stale() -> None:
     key = f"edujobs-test:{uuid.uuid4().hex}"
-    with rabbitmq_vhost() as url, postgres_database() as database:
+    with rabbitmq_vhost() as url, postgres_database(migrated=True) as database:
         upgrade(database)
         engine = make_engine(database)
         env = {

@@ -69,6 +69,7 @@ class FakeServer:
 
     def __init__(self, default: Responder) -> None:
         self.default = default
+        self._initial_default = default
         self.requests: list[Recorded] = []
         self._queued: list[Reply] = []
         self._lock = threading.Lock()
@@ -88,6 +89,14 @@ class FakeServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def reset(self) -> None:
+        """Forget the requests received and the replies still queued, and answer with the first
+        ``default`` again: a server shared by the tests of a module starts each test as new."""
+        with self._lock:
+            self.requests.clear()
+            self._queued.clear()
+            self.default = self._initial_default
 
     def queue(self, *replies: Reply) -> None:
         """The next requests get these replies, in order."""

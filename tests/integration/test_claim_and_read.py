@@ -49,7 +49,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         yield engine
         engine.dispose()
         return
-    with postgres_database() as url:
+    with postgres_database(migrated=True) as url:
         engine = build(url)
         yield engine
         engine.dispose()

@@ -21,10 +21,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def engine(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    monkeypatch.setenv("EDUJOBS_DATABASE_URL", database_url)
-    upgrade(database_url)
-    engine = make_engine(database_url)
+def engine(migrated_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    monkeypatch.setenv("EDUJOBS_DATABASE_URL", migrated_database_url)
+    upgrade(migrated_database_url)
+    engine = make_engine(migrated_database_url)
     yield engine
     engine.dispose()
 

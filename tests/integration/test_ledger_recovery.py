@@ -46,7 +46,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         upgrade(url)
         yield url
         return
-    with postgres_database() as url:
+    with postgres_database(migrated=True) as url:
         upgrade(url)
         yield url
 

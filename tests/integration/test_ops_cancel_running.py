@@ -24,10 +24,10 @@ STEPS = 500
 
 
 @pytest.fixture
-def broker(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[StubBroker]:
-    upgrade(database_url)
-    monkeypatch.setenv("EDUJOBS_DATABASE_URL", database_url)  # what report_progress writes to
-    settings = Settings(database_url=database_url, metrics_port=0, operator_poll_seconds=0.1)
+def broker(migrated_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[StubBroker]:
+    upgrade(migrated_database_url)
+    monkeypatch.setenv("EDUJOBS_DATABASE_URL", migrated_database_url)  # what report_progress writes to
+    settings = Settings(database_url=migrated_database_url, metrics_port=0, operator_poll_seconds=0.1)
     broker = StubBroker(middleware=build_middleware(settings))
     broker.emit_after("process_boot")
     previous = dramatiq.get_broker()

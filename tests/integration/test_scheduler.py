@@ -41,9 +41,9 @@ SKIPPY = Schedule(
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    upgrade(database_url)
-    engine = make_engine(database_url)
+def engine(migrated_database_url: str) -> Iterator[Engine]:
+    upgrade(migrated_database_url)
+    engine = make_engine(migrated_database_url)
     yield engine
     engine.dispose()
 

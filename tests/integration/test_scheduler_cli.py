@@ -13,11 +13,11 @@ from tests.integration.test_scheduler import Outbox, at, engine, scheduler  # no
 
 def test_the_listing_shows_next_and_last_runs_in_the_schedules_zone_with_the_zone_marked(
     engine: Engine,  # noqa: F811
-    database_url: str,
+    migrated_database_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a Paris schedule that last fired at 18:30 Paris time (17:30 UTC) on Wednesday 25 November
-    monkeypatch.setenv("EDUJOBS_DATABASE_URL", database_url)
+    monkeypatch.setenv("EDUJOBS_DATABASE_URL", migrated_database_url)
     monkeypatch.setenv("EDUJOBS_SCHEDULER_CRONTAB", "tests.e2e.crontab_testing:NONE")
     add_schedule(
         engine,
