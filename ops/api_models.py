@@ -10,6 +10,10 @@ from pydantic import BaseModel, Field
 from contracts.priorities import Priority
 from ops.enqueue import MessageIn
 
+#: The largest id the store's integer columns hold (PostgreSQL's ``integer``): an id or user id in a
+#: request past it is refused (422) instead of failing in the database (500).
+DB_INT_MAX = 2**31 - 1
+
 MAX_BATCH = 1000
 
 

@@ -20,6 +20,7 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from ops.api_jobs import job_view
+from ops.api_models import DB_INT_MAX
 from ops.auth import Caller, authenticate, require
 from store.job_search import MAX_LIMIT, JobFilter, JobSearchError, search_jobs
 from store.trends import WINDOWS, trends
@@ -32,7 +33,7 @@ router = APIRouter()
 def list_jobs(
     request: Request,
     caller: Annotated[Caller, Depends(authenticate)],
-    user_id: int | None = None,
+    user_id: Annotated[int | None, Query(ge=-DB_INT_MAX, le=DB_INT_MAX)] = None,
     actor: Annotated[str | None, Query(max_length=128)] = None,
     state: str | None = None,
     since: Annotated[datetime | None, Query(description="ISO 8601 with a time zone")] = None,

@@ -15,18 +15,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from brokers.client import Client, PublishError
 from contracts.errors import EdujobsError
+from ops.api_models import DB_INT_MAX
 from ops.auth import Caller, authenticate
 from ops.reports import cancel_report, report_view, request_report
 from store import reports
 from store.models import Report
 from store.storage import ObjectNotFoundError, Storage, content_type_of, get_storage
+
+ReportId = Annotated[int, Path(ge=1, le=DB_INT_MAX, description="A report's id")]
 
 CHUNK = 256 * 1024
 
@@ -98,7 +101,7 @@ def add_report_routes(
 
     @app.get("/v1/reports/{report_id}", tags=["reports"])
     def get_report(
-        report_id: int, request: Request, caller: Annotated[Caller, Depends(authenticate)]
+        report_id: ReportId, request: Request, caller: Annotated[Caller, Depends(authenticate)]
     ) -> dict[str, Any]:
         """Status, progress, and the download link once ready."""
         _requester(caller)
@@ -106,7 +109,7 @@ def add_report_routes(
         return report_view(engine, report) | {"download_url": link(request, report)}
 
     @app.post("/v1/reports/{report_id}/cancel", tags=["reports"])
-    def post_cancel(report_id: int, caller: Annotated[Caller, Depends(authenticate)]) -> dict[str, Any]:
+    def post_cancel(report_id: ReportId, caller: Annotated[Caller, Depends(authenticate)]) -> dict[str, Any]:
         """Stop a queued or running report."""
         _requester(caller)
         report = visible(report_id, caller)
@@ -116,7 +119,9 @@ def add_report_routes(
         return {"id": report_id, "status": "cancelled"}
 
     @app.get("/v1/reports/{report_id}/file", tags=["reports"], name="report_file")
-    def report_file(report_id: int, caller: Annotated[Caller, Depends(authenticate)]) -> StreamingResponse:
+    def report_file(
+        report_id: ReportId, caller: Annotated[Caller, Depends(authenticate)]
+    ) -> StreamingResponse:
         """The report's file, streamed from storage."""
         _requester(caller)
         report = visible(report_id, caller)

@@ -136,13 +136,19 @@ def test_a_pool_of_two_processes_serves_summed_totals_and_queue_depths(
     client.send("testing.fail_transiently", {})
 
     # Then the totals, summed over both processes, count every attempt once (a dead letter is
-    # written just after its failure is counted)
+    # written just after its failure is counted; an attempt's retry is counted after its re-enqueue,
+    # so the other process may have run and dead-lettered the last attempt before it is counted)
     dead = "edujobs_dead_letters_total"
     samples = wait_for(
         port,
         lambda s: (
             messages(s, "testing.record", "succeeded") == 8
             and messages(s, "testing.fail_transiently", "failed") == 1
+            and (messages(s, "testing.fail_transiently", "retried") or 0) >= 2
+            and (
+                sample(s, "edujobs_retries_total", queue="maintenance", actor="testing.fail_transiently") or 0
+            )
+            >= 2
             and messages(s, "testing.fail_permanently", "failed") == 1
             and sample(s, dead, queue="maintenance", reason="retries_exhausted") == 1
             and sample(s, dead, queue="maintenance", reason="permanent_error") == 1

@@ -65,6 +65,10 @@ def test_a_service_sees_the_jobs_it_enqueued_and_an_operator_sees_all(
     assert bad_cursor.status_code == 422 and "cursor" in bad_cursor.text
     naive = api.get("/v1/jobs", params={"since": "2026-12-03T10:00:00"}, headers=ops)
     assert naive.status_code == 422 and "since" in naive.text
+    # (a user id past the database's integer was a 500 from PostgreSQL, found by schemathesis)
+    huge = api.get("/v1/jobs", params={"user_id": 2**31}, headers=ops)
+    assert huge.status_code == 422 and "user_id" in huge.text
+    assert api.get("/v1/reports/2147483648", headers=ops).status_code == 422
     assert api.get("/v1/jobs").status_code == 401
 
 
