@@ -33,6 +33,27 @@ class HeartbeatRecorder(Protocol):
         """Record that the process shut down cleanly."""
 
 
+POOL_NAME_MAX = 128  # worker_heartbeats.pool
+
+
+def pool_name(whitelist: object, queues: tuple[str, ...]) -> str:
+    """The pool a worker without ``EDUJOBS_WORKER_POOL`` is in: ``all`` when it consumes every queue
+    (no ``--queues``), else its queues, shortened to fit the column (``a,b,…+3``: a worker of many
+    handler queues had a name too long to be recorded, so it beat no more)."""
+    if not whitelist or not queues:
+        return "all"
+    name = ",".join(queues)
+    if len(name) <= POOL_NAME_MAX:
+        return name
+    kept: list[str] = []
+    for queue in queues:
+        rest = f",…+{len(queues) - len(kept) - 1}"
+        if len(",".join([*kept, queue])) + len(rest) > POOL_NAME_MAX:
+            break
+        kept.append(queue)
+    return f"{','.join(kept)},…+{len(queues) - len(kept)}"
+
+
 class Heartbeats(Middleware):
     """Counts in-flight, processed and failed messages; beats every ``interval`` seconds."""
 
@@ -70,7 +91,7 @@ class Heartbeats(Middleware):
             "host": host,
             "pid": os.getpid(),
             "parent_pid": os.getppid(),
-            "pool": self.pool or ",".join(self._queues) or "all",
+            "pool": self.pool or pool_name(worker.consumer_whitelist, self._queues),
             "queues": list(self._queues),
             "threads": int(worker.worker_threads),
             "interval_seconds": self.interval,

@@ -18,6 +18,7 @@ import redis
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+import contracts.events
 from brokers.client import Client, build_event
 from contracts.events import EVENTS_EXCHANGE, UNROUTED_QUEUE, EventContract, register_event
 from store.db import make_engine
@@ -33,11 +34,20 @@ KEY = b"test-signing-key"
 ADA, COORDINATOR, STUDENT = 1, 2, 3
 
 
-@register_event("testing.nobody_listens")
 class NobodyListens(EventContract):
-    """An event no handler is bound to (registered in this test process only)."""
+    """An event no handler is bound to (registered in this test process only, by the test that
+    publishes it: registered at import, it would be in every test's registry of events)."""
 
     user_id: int
+
+
+@pytest.fixture
+def nobody_listens() -> Iterator[str]:
+    register_event("testing.nobody_listens")(NobodyListens)
+    try:
+        yield "testing.nobody_listens"
+    finally:
+        contracts.events._EVENTS.pop("testing.nobody_listens", None)
 
 
 class Setup:
@@ -230,11 +240,13 @@ def test_a_signed_event_on_a_handler_queue_that_is_not_bound_to_it_does_not_run(
     assert dead[0].body == body
 
 
-def test_an_event_no_handler_is_bound_to_is_kept_in_events_unrouted(setup: Setup) -> None:
+def test_an_event_no_handler_is_bound_to_is_kept_in_events_unrouted(
+    setup: Setup, nobody_listens: str
+) -> None:
     # Given an event no handler queue is bound to
     before = depth(setup.url, UNROUTED_QUEUE)
     # When it is published (confirmed: RabbitMQ routed it through the alternate exchange)
-    event_id = setup.client.publish_event("testing.nobody_listens", {"user_id": ADA})
+    event_id = setup.client.publish_event(nobody_listens, {"user_id": ADA})
     # Then it waits in events.unrouted, whole, instead of vanishing
     assert depth(setup.url, UNROUTED_QUEUE) == before + 1
     kept = take(setup.url, UNROUTED_QUEUE, before + 1)[-1].message()

@@ -107,11 +107,11 @@ DIGESTS_ONLY = (DIGESTS,)
 
 def test_edujobs_schedules_lists_periodic_actors_beside_the_crontab(
     engine: Engine,  # noqa: F811
-    database_url: str,
+    migrated_database_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given the crontab of one entry and the periodic actors of the test module
-    monkeypatch.setenv("EDUJOBS_DATABASE_URL", database_url)
+    monkeypatch.setenv("EDUJOBS_DATABASE_URL", migrated_database_url)
     monkeypatch.setenv("EDUJOBS_SCHEDULER_CRONTAB", "tests.integration.test_scheduler_periodic:DIGESTS_ONLY")
     monkeypatch.setenv("EDUJOBS_SCHEDULER_ACTORS", MODULE)
     # When the operator lists the schedules

@@ -10,7 +10,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, SkipMessage
 
-from middleware.heartbeats import Heartbeats
+from middleware.heartbeats import POOL_NAME_MAX, Heartbeats, pool_name
 from tests.worker import wait_until
 
 
@@ -70,3 +70,16 @@ def test_beats_count_in_flight_processed_and_failed_and_a_clean_stop_is_recorded
         worker.stop()
     # And the stop is recorded under the id the beats carried
     assert recorded.stops == [recorded.beats[-1]["id"]]
+
+
+def test_a_pool_without_a_name_is_all_or_its_queues_shortened_to_fit_the_column() -> None:
+    # A worker of every queue is "all"; one of a few queues is named after them
+    assert pool_name(None, ("media", "reports")) == "all"
+    assert pool_name({"media", "media.DQ"}, ("media",)) == "media"
+    # A worker of many long queues (event handlers' queues are named after the handler) gets a name
+    # that fits worker_heartbeats.pool, saying how many queues it left out
+    queues = tuple(sorted(f"academics.on_event_number_{n:02d}" for n in range(12)))
+    name = pool_name(set(queues), queues)
+    assert len(name) <= POOL_NAME_MAX
+    kept = name.split(",")[:-1]
+    assert kept == list(queues[: len(kept)]) and name.endswith(f",…+{len(queues) - len(kept)}")
