@@ -9,18 +9,25 @@ by ``brokers.client.build_event``, messages by ``build_message``), then drained 
 bench.events_actors --processes 1 --threads 8`` consuming only that queue; the rate runs from the
 first to the last INCR. Target: events / messages >= 0.8.
 
-The benchmark handler is the benchmark's own (the real ``academics.on_attendance_marked`` does
-database work); figures go to ``var/bench/events.json``; nothing is asserted.
+``--work db``: both sides do the real ``academics.on_attendance_marked`` work instead
+(``actors.academics.service.apply_attendance_mark``: the processed-event record, the roll-up upsert
+over 50 courses and the student's intervention check, one PostgreSQL transaction each, on a
+migrated database of the run's own), the handler ``bench.on_attendance_marked_db`` against the plain
+actor ``bench.apply_attendance_mark``. Figures go to ``var/bench/events.json`` (``events-db.json``
+with ``--work db``); nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+
+from sqlalchemy import insert
 
 from bench.amqp import ConfirmWindowPublisher, Outgoing
 from bench.harness import (
@@ -39,28 +46,57 @@ from brokers.settings import ENV_PREFIX, Settings
 from brokers.stack import build_broker
 from contracts.events import EVENTS_EXCHANGE, AttendanceMarked, register_handler
 from contracts.registry import ActorContract
+from store.db import make_engine
 from store.migrate import upgrade
-from tests.services import rabbitmq_vhost
+from store.models import Course
+from tests.services import postgres_database, rabbitmq_vhost
 
 HANDLER = "bench.on_attendance_marked"
 ACTOR = "bench.mark_attendance"
+DB_HANDLER = "bench.on_attendance_marked_db"
+DB_ACTOR = "bench.apply_attendance_mark"
+COURSES = 50
 EVENT = "attendance.marked"
 THREADS = 8
 TARGET = 0.8
 OUTPUT = Path("var/bench/events.json")
 
-#: The plain actor's contract (the event's fields), built here rather than registered.
+#: The plain actors' contracts (the event's fields), built here rather than registered.
 MARK_CONTRACT = ActorContract(actor_name=ACTOR, queue=QUEUE, priority="normal", model=AttendanceMarked)
+DB_CONTRACT = ActorContract(actor_name=DB_ACTOR, queue=QUEUE, priority="normal", model=AttendanceMarked)
 
 
 def _payload(n: int) -> dict[str, object]:
-    return {"user_id": n, "course_id": 7, "day": date(2026, 12, 4).isoformat(), "status": "present"}
+    return {
+        "user_id": n,
+        "course_id": 1 + n % COURSES,
+        "day": date(2026, 12, 4).isoformat(),
+        "status": "present",
+    }
 
 
-def _drain(count: int, *, exchange: str, queue: str, build: Iterator[Outgoing]) -> Measurement:
-    with rabbitmq_vhost() as url, redis_counter() as counter, tempfile.TemporaryDirectory() as tmp:
-        database_url = f"sqlite:///{tmp}/bench.db"
-        upgrade(database_url)
+@contextlib.contextmanager
+def _database(work: str) -> Iterator[str]:
+    """The run's database: SQLite for the INCR work (job state only), else a migrated PostgreSQL
+    database with the courses the roll-ups refer to."""
+    if work == "db":
+        with postgres_database(migrated=True) as url:
+            engine = make_engine(url)
+            with engine.begin() as connection:
+                connection.execute(insert(Course), [
+                    {"id": n, "code": f"B{n}", "title": f"Course {n}", "starts_on": date(2026, 9, 1),
+                     "ends_on": date(2027, 6, 30)} for n in range(1, COURSES + 1)])  # fmt: skip
+            engine.dispose()
+            yield url
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        upgrade(url)
+        yield url
+
+
+def _drain(count: int, *, exchange: str, queue: str, build: Iterator[Outgoing], work: str) -> Measurement:
+    with rabbitmq_vhost() as url, redis_counter() as counter, _database(work) as database_url:
         broker = build_broker(Settings(rabbitmq_url=url, database_url=database_url))
         try:
             broker.declare_topology((queue,))
@@ -78,7 +114,7 @@ def _drain(count: int, *, exchange: str, queue: str, build: Iterator[Outgoing]) 
         )
 
 
-def measure_events(count: int) -> Measurement:
+def measure_events(count: int, work: str = "incr") -> Measurement:
     key = Settings().keyring()
 
     def events() -> Iterator[Outgoing]:
@@ -86,18 +122,20 @@ def measure_events(count: int) -> Measurement:
             _id, body = build_event(EVENT, _payload(n), signing_key=key)
             yield EVENT, body, 0
 
-    return _drain(count, exchange=EVENTS_EXCHANGE, queue=HANDLER, build=events())
+    queue = DB_HANDLER if work == "db" else HANDLER
+    return _drain(count, exchange=EVENTS_EXCHANGE, queue=queue, build=events(), work=work)
 
 
-def measure_messages(count: int) -> Measurement:
+def measure_messages(count: int, work: str = "incr") -> Measurement:
     key = Settings().keyring()
+    contract = DB_CONTRACT if work == "db" else MARK_CONTRACT
 
     def messages() -> Iterator[Outgoing]:
         for n in range(count):
-            _id, routing_key, body, priority = build_message(MARK_CONTRACT, _payload(n), signing_key=key)
+            _id, routing_key, body, priority = build_message(contract, _payload(n), signing_key=key)
             yield routing_key, body, priority
 
-    return _drain(count, exchange="", queue=QUEUE, build=messages())
+    return _drain(count, exchange="", queue=QUEUE, build=messages(), work=work)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,18 +143,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=None, help="events (and messages) per run (100,000)")
     parser.add_argument("--quick", action="store_true", help="2,000 per run and one round: a smoke run")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3, or 1 with --quick)")
-    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument(
+        "--work",
+        choices=("incr", "db"),
+        default="incr",
+        help="incr: one Redis INCR each (the event path's own cost); db: the real attendance.marked "
+        "handler's work on PostgreSQL on both sides",
+    )
+    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
+    output = args.output or (OUTPUT.with_name("events-db.json") if args.work == "db" else OUTPUT)
     count = args.count or (2_000 if args.quick else 100_000)
     rounds = args.rounds or (1 if args.quick else 3)
     if count < 100 or rounds < 1:
         parser.error("--count must be at least 100 and --rounds at least 1")
     # The handler's bindings, as the worker's decorator records them: declared with its queue.
-    register_handler(HANDLER, (EVENT,))
+    handler_name, actor_name = (DB_HANDLER, DB_ACTOR) if args.work == "db" else (HANDLER, ACTOR)
+    register_handler(handler_name, (EVENT,))
     console = start_run()
+    work = args.work
     contenders = [
-        Contender("events", f"{EVENT} events through {HANDLER}", lambda: measure_events(count)),
-        Contender("messages", f"plain messages to {ACTOR}", lambda: measure_messages(count)),
+        Contender("events", f"{EVENT} events through {handler_name}", lambda: measure_events(count, work)),
+        Contender("messages", f"plain messages to {actor_name}", lambda: measure_messages(count, work)),
     ]
     result = summarise(
         name="events_throughput",
@@ -126,13 +174,19 @@ def main(argv: list[str] | None = None) -> int:
         ratios=[RatioSpec("events / messages", "events", "messages", TARGET)],
         notes=[
             f"{count} pre-filled signed messages per run, dramatiq --processes 1 --threads {THREADS} "
-            "on that one queue, one Redis INCR each; the handler also builds the Event (payload validated)"
+            "on that one queue; the handler also builds the Event (payload validated); work: "
+            + (
+                "apply_attendance_mark on PostgreSQL (processed-event record, roll-up upsert over "
+                f"{COURSES} courses, intervention check) then one Redis INCR"
+                if work == "db"
+                else "one Redis INCR"
+            )
         ],
     )
     console.print(comparison_table(result))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
     ratio = result.ratios[0]
-    args.output.write_text(json.dumps({"count": count, "throughput": {
+    output.write_text(json.dumps({"count": count, "work": work, "throughput": {
         "per_round": ratio.per_round, "median": ratio.median, "target": TARGET,
         "rates": {c.name: c.rates for c in result.contenders}}}, indent=2))  # fmt: skip
     return 0
