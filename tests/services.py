@@ -158,11 +158,15 @@ _dropper = _Dropper()
 
 
 def services_environment(
-    amqp_url: str, database_url: str, fake_sendgrid: FakeSendGrid, fake_twilio: FakeTwilio, fake_fcm: FakeFcm
+    amqp_url: str,
+    database_url: str,
+    fake_sendgrid: FakeSendGrid,
+    fake_twilio: FakeTwilio | None = None,
+    fake_fcm: FakeFcm | None = None,
 ) -> dict[str, str]:
     """The edujobs settings (environment variables) that wire a worker or a producer to these
-    services and fake providers."""
-    return {
+    services and fake providers (Twilio's and FCM's only when their fakes are given)."""
+    env = {
         "EDUJOBS_ENVIRONMENT": "test",
         "EDUJOBS_RABBITMQ_URL": amqp_url,
         "EDUJOBS_DATABASE_URL": database_url,
@@ -170,15 +174,26 @@ def services_environment(
         "EDUJOBS_SENDGRID_API_KEY": "SG.test-key",
         "EDUJOBS_SENDGRID_TIMEOUT": "5",
         "EDUJOBS_EMAIL_FROM": "school@example.edu",
+        "EDUJOBS_SIGNING_KEY": "test-signing-key",
+        "EDUJOBS_METRICS_PORT": "0",
+    }
+    if fake_twilio is not None:
+        env |= _twilio_environment(fake_twilio)
+    if fake_fcm is not None:
+        env |= {
+            "EDUJOBS_FCM_PROJECT_ID": fcm.PROJECT_ID,
+            "EDUJOBS_FCM_BASE_URL": fake_fcm.url,
+            "EDUJOBS_FCM_TIMEOUT": "5",
+        }
+    return env
+
+
+def _twilio_environment(fake_twilio: FakeTwilio) -> dict[str, str]:
+    return {
         "EDUJOBS_TWILIO_BASE_URL": fake_twilio.url,
         "EDUJOBS_TWILIO_ACCOUNT_SID": twilio.ACCOUNT_SID,
         "EDUJOBS_TWILIO_AUTH_TOKEN": twilio.AUTH_TOKEN,
         "EDUJOBS_TWILIO_FROM_NUMBER": twilio.FROM_NUMBER,
         "EDUJOBS_TWILIO_TIMEOUT": "5",
         "EDUJOBS_TWILIO_STATUS_CALLBACK_URL": "https://school.example.edu/hooks/twilio",
-        "EDUJOBS_FCM_PROJECT_ID": fcm.PROJECT_ID,
-        "EDUJOBS_FCM_BASE_URL": fake_fcm.url,
-        "EDUJOBS_FCM_TIMEOUT": "5",
-        "EDUJOBS_SIGNING_KEY": "test-signing-key",
-        "EDUJOBS_METRICS_PORT": "0",
     }

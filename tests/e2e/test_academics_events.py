@@ -35,7 +35,7 @@ from store.models import (
 )
 from tests.amqp import depth
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.services import postgres_database, rabbitmq_vhost
+from tests.services import postgres_database, rabbitmq_vhost, services_environment
 from tests.worker import WorkerProcess, wait_until
 
 KEY = b"test-signing-key"
@@ -113,17 +113,7 @@ def setup() -> Iterator[Setup]:
                 )
             )
             session.commit()
-        env = {
-            "EDUJOBS_ENVIRONMENT": "test",
-            "EDUJOBS_RABBITMQ_URL": url,
-            "EDUJOBS_DATABASE_URL": database,
-            "EDUJOBS_SENDGRID_HOST": sendgrid.url,
-            "EDUJOBS_SENDGRID_API_KEY": "SG.test-key",
-            "EDUJOBS_SENDGRID_TIMEOUT": "5",
-            "EDUJOBS_EMAIL_FROM": "school@example.edu",
-            "EDUJOBS_SIGNING_KEY": KEY.decode(),
-            "EDUJOBS_METRICS_PORT": "0",
-        }
+        env = services_environment(url, database, sendgrid)
         worker = WorkerProcess(env, threads=2).wait_ready()
         client = Client(url, signing_key=KEY)
         try:

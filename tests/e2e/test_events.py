@@ -27,7 +27,7 @@ from store.models import Delivery, Iep, User
 from tests.amqp import Received, depth, publish, take
 from tests.e2e.conftest import recorded
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.services import postgres_database, rabbitmq_vhost
+from tests.services import postgres_database, rabbitmq_vhost, services_environment
 from tests.worker import WorkerProcess, wait_until
 
 KEY = b"test-signing-key"
@@ -109,18 +109,7 @@ def setup() -> Iterator[Setup]:
                 )
             )
             session.commit()
-        env = {
-            "EDUJOBS_ENVIRONMENT": "test",
-            "EDUJOBS_RABBITMQ_URL": url,
-            "EDUJOBS_DATABASE_URL": database,
-            "EDUJOBS_SENDGRID_HOST": sendgrid.url,
-            "EDUJOBS_SENDGRID_API_KEY": "SG.test-key",
-            "EDUJOBS_SENDGRID_TIMEOUT": "5",
-            "EDUJOBS_EMAIL_FROM": "school@example.edu",
-            "EDUJOBS_SIGNING_KEY": KEY.decode(),
-            "EDUJOBS_METRICS_PORT": "0",
-            "EDUJOBS_TEST_KEY": key,
-        }
+        env = {**services_environment(url, database, sendgrid), "EDUJOBS_TEST_KEY": key}
         worker = WorkerProcess(env, threads=2, module="tests.e2e.actors_events").wait_ready()
         client = Client(url, signing_key=KEY)
         try:
