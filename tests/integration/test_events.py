@@ -187,7 +187,13 @@ def test_edujobs_events_lists_handlers_bindings_backlog_and_unrouted_and_health_
         [handler] = by_event["user.created"]
         return dict(handler)
 
-    wait_until(lambda: welcome()["ready"] == 1 and view()["unrouted"] == 1, what="the figures of both events")
+    def settled() -> bool:
+        handler = welcome()
+        # (each figure appears once RabbitMQ has emitted that queue's stats: None until then)
+        figures = (handler["ready"], handler["consumers"], handler["dead"])
+        return None not in figures and handler["ready"] == 1 and view()["unrouted"] == 1
+
+    wait_until(settled, what="the figures of both events")
     # Then each event shows its handlers, bound, with their backlog, and the unrouted count
     assert welcome()["handler"] == "notifications.on_user_created"
     assert (welcome()["bound"], welcome()["consumers"], welcome()["dead"]) == (True, 0, 0)
